@@ -1,0 +1,23 @@
+"""Stage download@<name>: fetch a data source from its mirrors into data/raw/<name>, verified."""
+
+import argparse
+from pathlib import Path
+
+from dlprojects.config import load_section
+from dlprojects.data.download import download
+from dlprojects.data.sources import SOURCE_NAMES, source_for
+from dlprojects.errors import run_main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("name", choices=SOURCE_NAMES)
+    parser.add_argument("out", type=Path, help="folder for the canonical files")
+    args = parser.parse_args()
+    params = getattr(load_section("download"), args.name)
+    source = source_for(args.name, bert_model=getattr(params, "model", "all-MiniLM-L6-v2"))
+    download(source, args.out, extra_mirrors=params.mirrors)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,150 @@
+"""Typed params: one dataclass per params.yaml section.
+
+`load_section("download")` reads params.yaml and returns the section's dataclass. An unknown key,
+a value of the wrong type or one out of range raises `ConfigError` naming the key, before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from dlprojects.errors import UserError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(UserError):
+    """A params value that cannot work."""
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise ConfigError for `key` unless `condition` holds (used in __post_init__)."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+# --------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    mirrors: list[str] = field(default_factory=list)  # base URLs tried before the built-in mirrors
+
+    def __post_init__(self):
+        for url in self.mirrors:
+            check(url.startswith(("http://", "https://")), "mirrors",
+                  f"{url!r} is not an http(s):// URL")
+
+
+@dataclass(frozen=True)
+class BertSourceParams(SourceParams):
+    model: Literal["all-MiniLM-L6-v2", "bert-base-uncased"] = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    mnist: SourceParams = field(default_factory=SourceParams)
+    fashion_mnist: SourceParams = field(default_factory=SourceParams)
+    imdb: SourceParams = field(default_factory=SourceParams)
+    bert: BertSourceParams = field(default_factory=BertSourceParams)
+
+
+@dataclass(frozen=True)
+class LoopParams:
+    """What every torch training stage shares (see training.py)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else CPU
+    amp: bool = True  # bf16 autocast, CUDA only
+    threads: int = 2  # CPU threads for torch and BLAS
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", f"{self.epochs} must be at least 1")
+        check(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be at least 1")
+        check(self.threads >= 1, "threads", f"{self.threads} must be at least 1")
+
+
+SECTIONS: dict[str, type] = {"download": DownloadParams}
+
+
+# ----------------------------------------------------------------------------------------- parsing
+
+
+def load_section(name: str, params_file: Path | str = PARAMS_FILE) -> Any:
+    """The typed dataclass for section `name` of params.yaml."""
+    path = Path(params_file)
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run from the project root")
+    with path.open() as f:
+        params = yaml.safe_load(f) or {}
+    if name not in params:
+        raise ConfigError(f"{path}: section '{name}' is missing")
+    return parse(SECTIONS[name], params[name], name)
+
+
+def parse(cls: type, data: Any, key: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    values = {name: _coerce(value, hints[name], f"{key}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError as error:  # a __post_init__ check: prefix the section path
+        raise ConfigError(f"{key}.{error}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return parse(hint, value, key)
+    if origin is Literal:
+        if value not in get_args(hint):
+            choices = ", ".join(repr(a) for a in get_args(hint))
+            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = get_args(hint)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _coerce(value, inner, key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and
+                                                 (hint is bool or not isinstance(value, bool))):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def as_flat_dict(params: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"loop.epochs": 10, ...}` for logging a section's params to MLflow."""
+    flat: dict[str, Any] = {}
+    for name, value in dataclasses.asdict(params).items():
+        _flatten(value, f"{prefix}{name}", flat)
+    return flat
+
+
+def _flatten(value: Any, key: str, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            _flatten(inner, f"{key}.{name}", into)
+    else:
+        into[key] = value

@@ -1,0 +1,22 @@
+"""Errors a user can hit and fix, and the one-line report a stage gives for them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """Something the user can fix (a param, a mirror, a missing GPU); its message says how."""
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a stage's `main`; a UserError becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("error: interrupted; run the stage again to resume", file=sys.stderr)
+        raise SystemExit(130) from None

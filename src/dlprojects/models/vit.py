@@ -1,0 +1,160 @@
+"""Vision Transformer (Dosovitskiy et al., 2021) in plain PyTorch, lucidrains/vit-pytorch style.
+
+Optional convolutional stem (Xiao et al., 2021, "Early convolutions help transformers see better"):
+two 3x3 conv + BatchNorm + GELU layers at full resolution before patchifying. Tokens are still
+one per patch and go through ordinary transformer blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PatchEmbedding", "Attention", "FeedForward", "Block", "ViT",
+           "patchify", "unpatchify", "attention_rollout"]
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """Cut (B, C, H, W) images into (B, N, C, p, p) patches, row-major (N = H/p * W/p)."""
+    b, c, h, w = images.shape
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"patch_size {patch_size} does not divide image size {h}x{w}")
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p)            # (B, C, H/p, p, W/p, p)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c, p, p)  # (B, N, C, p, p)
+
+
+def unpatchify(patches: Tensor, image_size: int) -> Tensor:
+    """Inverse of `patchify` for square images: (B, N, C, p, p) -> (B, C, H, W)."""
+    b, n, c, p, _ = patches.shape
+    g = image_size // p
+    x = patches.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, g, p, g, p)
+    return x.reshape(b, c, g * p, g * p)
+
+
+class PatchEmbedding(nn.Module):
+    """(B, C, H, W) -> (B, N, D): optional conv stem, then a stride-p conv (= linear per patch)."""
+
+    def __init__(self, *, patch_size: int, in_channels: int, dim: int, stem_channels: int = 0):
+        super().__init__()
+        self.stem = nn.Identity()
+        if stem_channels > 0:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(stem_channels), nn.GELU(),
+                nn.Conv2d(stem_channels, stem_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(stem_channels), nn.GELU(),
+            )
+            in_channels = stem_channels
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.proj(self.stem(images))     # (B, D, H/p, W/p)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; SDPA by default, explicit softmax(QK^T/sqrt(d)) on request."""
+
+    def __init__(self, *, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        b, n, d = x.shape
+        qkv = self.to_qkv(x).reshape(b, n, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, d)
+        attn = None
+        if return_attention:
+            attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, H, N, N)
+            out = attn @ v                                                 # (B, H, N, d)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)                  # (B, H, N, d)
+        out = out.transpose(1, 2).reshape(b, n, d)                         # (B, N, D)
+        return self.to_out(out), attn
+
+
+class FeedForward(nn.Sequential):
+    """(B, N, D) -> (B, N, D): Linear, GELU, Linear."""
+
+    def __init__(self, *, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden_dim, dim), nn.Dropout(dropout))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, *, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
+        self.ff = FeedForward(dim=dim, hidden_dim=mlp_dim, dropout=dropout)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        a, attn = self.attn(self.norm1(x), return_attention)
+        x = x + a                   # (B, N, D)
+        x = x + self.ff(self.norm2(x))
+        return x, attn
+
+
+class ViT(nn.Module):
+    """Images (B, C, H, W) -> logits (B, num_classes), classifying from the class token."""
+
+    def __init__(self, *, image_size: int = 28, patch_size: int = 4, in_channels: int = 1,
+                 num_classes: int = 10, dim: int = 96, depth: int = 4, heads: int = 4,
+                 mlp_dim: int = 192, dropout: float = 0.0, stem_channels: int = 0):
+        super().__init__()
+        if image_size % patch_size != 0:
+            raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size} "
+                             f"(remainder {image_size % patch_size})")
+        if dim % heads != 0:
+            raise ValueError(f"heads {heads} does not divide dim {dim} (remainder {dim % heads})")
+        num_patches = (image_size // patch_size) ** 2
+        self.patch_embed = PatchEmbedding(patch_size=patch_size, in_channels=in_channels,
+                                          dim=dim, stem_channels=stem_channels)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, dim) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(dim=dim, heads=heads, mlp_dim=mlp_dim, dropout=dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, images: Tensor, return_attention: bool = False):
+        """Logits (B, K); with return_attention, (logits, [(B, heads, N, N)] * depth)."""
+        x = self.patch_embed(images)                     # (B, N-1, D)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
+        x = self.dropout(torch.cat([cls, x], dim=1) + self.pos_embedding)  # (B, N, D)
+        attentions = []
+        for block in self.blocks:
+            x, attn = block(x, return_attention)
+            attentions.append(attn)
+        logits = self.head(self.norm(x[:, 0]))           # (B, K)
+        return (logits, attentions) if return_attention else logits
+
+
+def attention_rollout(attentions: list[Tensor]) -> Tensor:
+    """Attention rollout (Abnar & Zuidema, 2020): [(B, H, N, N)] * L -> (B, N-1).
+
+    Per layer: average heads, add the identity (residual), renormalise rows; multiply through
+    the layers (A_L @ ... @ A_1) and return the class-token row over the patch tokens. The full
+    row sums to 1, so the patch entries sum to 1 minus the class token's weight on itself.
+    """
+    if not attentions:
+        raise ValueError("attentions is empty: call the model with return_attention=True")
+    rollout = None
+    for attn in attentions:
+        a = attn.mean(dim=1)                                         # (B, N, N)
+        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout              # (B, N, N)
+    return rollout[:, 0, 1:]                                         # (B, N-1)

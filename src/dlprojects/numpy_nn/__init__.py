@@ -1,0 +1,27 @@
+"""Neural networks from scratch in NumPy: layers with hand-written backward passes, checked
+against finite differences (gradcheck) and, in the tests, against torch autograd.
+
+Imports NumPy only. Typical use:
+
+    model = build_mlp([784, 512, 256, 10], dropout=0.2, rng=np.random.default_rng(0))
+    result = fit(model, train_images=..., ..., optimizer="adam", schedule="cosine", rng=rng)
+"""
+
+from .attention import MultiHeadSelfAttention
+from .conv import Conv2d, MaxPool2d
+from .gradcheck import check_layer, max_relative_error, numerical_gradient
+from .init import he_normal, initial_weights, xavier_uniform
+from .layers import (BatchNorm1d, Dropout, Flatten, Layer, LayerNorm, Linear, Parameter, ReLU,
+                     Sigmoid, Tanh)
+from .losses import SoftmaxCrossEntropy, log_softmax, softmax
+from .model import Sequential
+from .optim import SGD, Adam, learning_rate
+from .train import TrainingDiverged, build_cnn, build_mlp, evaluate, fit
+
+__all__ = [
+    "Adam", "BatchNorm1d", "Conv2d", "Dropout", "Flatten", "Layer", "LayerNorm", "Linear",
+    "MaxPool2d", "MultiHeadSelfAttention", "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid",
+    "SoftmaxCrossEntropy", "Tanh", "TrainingDiverged", "build_cnn", "build_mlp", "check_layer",
+    "evaluate", "fit", "he_normal", "initial_weights", "learning_rate", "log_softmax",
+    "max_relative_error", "numerical_gradient", "softmax", "xavier_uniform",
+]

@@ -1,0 +1,154 @@
+"""Model builders, the minibatch training loop and evaluation for MNIST-sized classifiers.
+
+Images are float32 in [0, 1]: (N, 784) for an MLP, (N, 1, 28, 28) for a CNN; labels are int64.
+NumPy's BLAS is fastest single-threaded on small machines: set OPENBLAS_NUM_THREADS=1 (or use
+threadpoolctl) in the caller, which this NumPy-only package leaves alone.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from .conv import Conv2d, MaxPool2d
+from .layers import BatchNorm1d, Dropout, Flatten, Linear, ReLU, Sigmoid, Tanh
+from .losses import SoftmaxCrossEntropy, log_softmax
+from .model import Sequential
+from .optim import SGD, Adam, learning_rate
+
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the model is unusable and is not returned."""
+
+
+def build_mlp(sizes: list[int], *, activation: str = "relu", dropout: float = 0.0,
+              batch_norm: bool = False, rng: np.random.Generator) -> Sequential:
+    """sizes [784, 256, 128, 10] -> Linear, [BatchNorm1d], activation, [Dropout] per hidden layer,
+    then a Linear to the logits."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}: use one of {sorted(ACTIVATIONS)}")
+    if len(sizes) < 2:
+        raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
+    init = "he" if activation == "relu" else "xavier"
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+        layers.append(Linear(fan_in, fan_out, rng=rng, init=init, input_grad=bool(layers)))
+        if batch_norm:
+            layers.append(BatchNorm1d(fan_out))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout:
+            layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
+    layers.append(Linear(sizes[-2], sizes[-1], rng=rng, init="xavier", input_grad=bool(layers)))
+    return Sequential(*layers)
+
+
+def build_cnn(*, channels: list[int], hidden: int, dropout: float, rng: np.random.Generator,
+              classes: int = 10, image_size: int = 28) -> Sequential:
+    """For (B, 1, image_size, image_size) inputs: per entry of `channels` a 3x3 Conv2d (padding 1),
+    ReLU and 2x2 MaxPool2d, halving the image; then Flatten, Linear to `hidden`, ReLU, Dropout,
+    Linear to the logits."""
+    layers, in_channels, size = [], 1, image_size
+    for out_channels in channels:
+        conv = Conv2d(in_channels, out_channels, 3, padding=1, rng=rng, input_grad=bool(layers))
+        layers += [conv, ReLU(), MaxPool2d(2)]
+        in_channels, size = out_channels, size // 2
+    if size < 1:
+        raise ValueError(f"{len(channels)} conv blocks pool a {image_size}-pixel image away")
+    layers += [Flatten(), Linear(in_channels * size * size, hidden, rng=rng), ReLU()]
+    if dropout:
+        layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
+    layers.append(Linear(hidden, classes, rng=rng, init="xavier"))
+    return Sequential(*layers)
+
+
+def evaluate(model: Sequential, images: np.ndarray, labels: np.ndarray, batch_size: int):
+    """(mean cross-entropy, accuracy, predicted classes (N,), class probabilities (N, classes)),
+    computed in evaluation mode; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    log_probabilities = np.concatenate([
+        log_softmax(model.forward(images[start:start + batch_size]))
+        for start in range(0, len(images), batch_size)])
+    model.train(was_training)
+    loss = float(-log_probabilities[np.arange(len(labels)), labels].mean())
+    predictions = log_probabilities.argmax(axis=1)
+    accuracy = float((predictions == labels).mean())
+    return loss, accuracy, predictions, np.exp(log_probabilities)
+
+
+def _make_optimizer(name: str, model, *, lr, momentum, weight_decay):
+    if name == "sgd":
+        return SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":  # momentum does not apply: Adam's beta1 stays 0.9
+        return Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: use 'sgd' or 'adam'")
+
+
+def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels, epochs: int,
+        batch_size: int, optimizer: str, lr: float, momentum: float, weight_decay: float,
+        schedule: str, rng: np.random.Generator, on_epoch=None, warmup_epochs: float = 0.0,
+        eval_batch_size: int = 500) -> dict:
+    """Train on shuffled minibatches; keep the weights of the best validation-accuracy epoch.
+
+    After each epoch `on_epoch(epoch, metrics)` is called (epochs count from 1) with train_loss and
+    train_accuracy (averages over the epoch's minibatches, in training mode), val_loss,
+    val_accuracy, lr (at the epoch's last step), seconds (the whole epoch) and samples_per_second
+    (training only). Returns {"history": [{"epoch": ..., **metrics}, ...], "best_epoch": ...}.
+    Raises TrainingDiverged as soon as a loss is NaN or infinite.
+    """
+    opt = _make_optimizer(optimizer, model, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    loss_fn = SoftmaxCrossEntropy()
+    steps_per_epoch = math.ceil(len(train_images) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    learning_rate(schedule, step=0, total_steps=total_steps, base_lr=lr)  # reject a bad name now
+    history, best_accuracy, best_epoch, best_state = [], -1.0, 0, None
+    step = 0
+    # Overflow warnings would only precede the TrainingDiverged below, which says more.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            order = rng.permutation(len(train_images))
+            loss_sum, correct = 0.0, 0
+            for batch_start in range(0, len(order), batch_size):
+                batch = order[batch_start:batch_start + batch_size]
+                labels = train_labels[batch]
+                opt.lr = learning_rate(schedule, step=step, total_steps=total_steps, base_lr=lr,
+                                       warmup_steps=warmup_steps)
+                logits = model.forward(train_images[batch])
+                loss = loss_fn.forward(logits, labels)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training loss became {loss} at epoch {epoch}, step {step + 1} of "
+                        f"{total_steps} (lr {opt.lr:.3g}); lower the learning rate")
+                model.backward(loss_fn.backward())
+                opt.step()
+                loss_sum += loss * len(batch)
+                correct += int((logits.argmax(axis=1) == labels).sum())
+                step += 1
+            train_seconds = time.perf_counter() - started
+            val_loss, val_accuracy, _, _ = evaluate(model, val_images, val_labels, eval_batch_size)
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(
+                    f"validation loss became {val_loss} after epoch {epoch}; "
+                    "lower the learning rate")
+            metrics = {
+                "train_loss": loss_sum / len(order),
+                "train_accuracy": correct / len(order),
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": opt.lr,
+                "seconds": time.perf_counter() - started,
+                "samples_per_second": len(order) / train_seconds,
+            }
+            history.append({"epoch": epoch, **metrics})
+            if val_accuracy > best_accuracy:
+                best_accuracy, best_epoch, best_state = val_accuracy, epoch, model.state_dict()
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"history": history, "best_epoch": best_epoch}

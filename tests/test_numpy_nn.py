@@ -1,0 +1,301 @@
+"""dlprojects.numpy_nn ops: float64 finite-difference checks, then torch autograd as a reference.
+
+torch is imported only here, never by numpy_nn itself (see test_imports_no_deep_learning_framework).
+"""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import dlprojects.numpy_nn as nn
+
+PACKAGE_DIR = Path(nn.__file__).parent
+TOLERANCE = 1e-6  # max relative error of a hand-written gradient against finite differences
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_blas_thread():
+    # Two cores shared with other jobs: threaded BLAS only oversubscribes them.
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+# --- finite differences --------------------------------------------------------------------------
+
+F64 = {"dtype": np.float64}
+LAYERS = {
+    "linear": (lambda r: nn.Linear(5, 4, rng=r, **F64), (3, 5), {}),
+    "linear_3d_input": (lambda r: nn.Linear(5, 4, rng=r, init="xavier", **F64), (2, 3, 5), {}),
+    "relu": (lambda r: nn.ReLU(), (4, 6), {}),
+    "sigmoid": (lambda r: nn.Sigmoid(), (4, 6), {}),
+    "tanh": (lambda r: nn.Tanh(), (4, 6), {}),
+    "flatten": (lambda r: nn.Flatten(), (2, 3, 2, 2), {}),
+    "batchnorm_train": (lambda r: nn.BatchNorm1d(5, **F64), (6, 5), {}),
+    "layernorm": (lambda r: nn.LayerNorm(6, **F64), (2, 3, 6), {}),
+    "conv_3x3_pad1": (lambda r: nn.Conv2d(2, 3, 3, padding=1, rng=r, **F64), (2, 2, 5, 5), {}),
+    "conv_stride2_pad1": (
+        lambda r: nn.Conv2d(3, 4, 3, stride=2, padding=1, rng=r, **F64), (2, 3, 7, 6), {}),
+    "conv_2x2_stride3_pad2": (
+        lambda r: nn.Conv2d(2, 2, 2, stride=3, padding=2, rng=r, **F64), (1, 2, 7, 8), {}),
+    "maxpool_2x2": (lambda r: nn.MaxPool2d(2), (2, 3, 6, 6), {}),
+    "maxpool_3x3_stride2_overlapping": (lambda r: nn.MaxPool2d(3, stride=2), (2, 2, 7, 7), {}),
+    "attention": (lambda r: nn.MultiHeadSelfAttention(8, 2, rng=r, **F64), (2, 5, 8), {}),
+    "attention_causal": (
+        lambda r: nn.MultiHeadSelfAttention(8, 4, rng=r, causal=True, **F64), (2, 5, 8), {}),
+    "attention_padding_mask": (
+        lambda r: nn.MultiHeadSelfAttention(8, 2, rng=r, **F64), (2, 5, 8),
+        {"key_padding_mask": np.array([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)}),
+}
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_layer_gradients_match_finite_differences(name, rng):
+    make_layer, input_shape, forward_kwargs = LAYERS[name]
+    layer = make_layer(rng)
+    errors = nn.check_layer(layer, rng.standard_normal(input_shape), rng=rng, **forward_kwargs)
+    assert set(errors) == {"input", *layer.named_parameters()}
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_dropout_gradient_with_a_fixed_mask(rng):
+    dropout = nn.Dropout(0.5, rng=rng)
+    x = rng.standard_normal((4, 6))
+    output_weights = rng.standard_normal(x.shape)
+
+    def scalar():
+        dropout.rng = np.random.default_rng(7)  # the same mask on every forward
+        return float((dropout.forward(x) * output_weights).sum())
+
+    scalar()
+    assert 0 < (dropout.mask == 0).sum() < x.size  # the mask does drop some units, not all
+    analytic = dropout.backward(output_weights)
+    assert nn.max_relative_error(analytic, nn.numerical_gradient(scalar, x)) < TOLERANCE
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_gradient(label_smoothing, rng):
+    loss = nn.SoftmaxCrossEntropy(label_smoothing)
+    logits, labels = rng.standard_normal((5, 4)) * 3, rng.integers(0, 4, 5)
+    loss.forward(logits, labels)
+    analytic = loss.backward()
+    numeric = nn.numerical_gradient(lambda: loss.forward(logits, labels), logits)
+    assert nn.max_relative_error(analytic, numeric) < TOLERANCE
+
+
+def test_whole_model_gradients_through_every_layer_kind(rng):
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1, rng=rng, **F64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(2 * 3 * 3, 6, rng=rng, **F64), nn.BatchNorm1d(6, **F64), nn.Tanh(),
+        nn.Linear(6, 3, rng=rng, **F64))
+    errors = nn.check_layer(model, rng.standard_normal((4, 1, 6, 6)), rng=rng)
+    assert len(errors) == 1 + 8  # input + 4 layers with (weight or gamma, bias or beta)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_built_mlp_converted_to_float64_passes_the_gradient_check(activation, rng):
+    model = nn.build_mlp([6, 5, 4, 3], activation=activation, batch_norm=True, rng=rng)
+    model.astype(np.float64)
+    assert model.state_dict()["1.running_var"].dtype == np.float64
+    errors = nn.check_layer(model, rng.standard_normal((5, 6)), rng=rng)
+    assert "input" not in errors  # the first layer skips dL/d input: its input is data
+    assert len(errors) == 10 and max(errors.values()) < TOLERANCE, errors
+
+
+def test_gradient_check_catches_a_wrong_backward(rng):
+    class HalfGradientReLU(nn.ReLU):
+        def backward(self, grad_output):
+            return 0.5 * super().backward(grad_output)
+
+    errors = nn.check_layer(HalfGradientReLU(), rng.standard_normal((3, 4)), rng=rng)
+    assert errors["input"] > 0.1
+
+
+# --- float32 stays float32 -----------------------------------------------------------------------
+
+def test_float32_in_float32_out_forward_and_backward(rng):
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(18, 8, rng=rng), nn.BatchNorm1d(8), nn.Sigmoid(), nn.Dropout(0.3, rng=rng),
+        nn.LayerNorm(8), nn.Linear(8, 3, rng=rng))
+    x = rng.random((4, 1, 6, 6), dtype=np.float32)
+    out = model.forward(x)
+    loss = nn.SoftmaxCrossEntropy(0.1)
+    loss.forward(out, np.array([0, 1, 2, 0]))
+    grad_input = model.backward(loss.backward())
+    assert out.dtype == grad_input.dtype == np.float32
+    assert {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float32)}
+    attention = nn.MultiHeadSelfAttention(8, 2, rng=rng, causal=True)
+    tokens = rng.random((2, 3, 8), dtype=np.float32)
+    assert attention.forward(tokens).dtype == attention.backward(tokens).dtype == np.float32
+
+
+# --- the package imports NumPy only --------------------------------------------------------------
+
+def test_imports_no_deep_learning_framework():
+    code = ("import sys, dlprojects.numpy_nn\n"
+            "frameworks = {'torch', 'tensorflow', 'jax'}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in frameworks))")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parents[1])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_source_imports_only_numpy_stdlib_and_itself():
+    allowed = {"numpy", "math", "time", "functools", "__future__"}
+    for path in PACKAGE_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            assert {name.split(".")[0] for name in names} <= allowed, f"{path.name} imports {names}"
+
+
+# --- torch autograd as a reference, in float64 ---------------------------------------------------
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def tensor(array):
+    return torch.tensor(array, dtype=torch.float64, requires_grad=True)
+
+
+def assert_close(numpy_value, torch_value):
+    np.testing.assert_allclose(numpy_value, torch_value.detach().numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_linear_matches_torch(rng):
+    layer = nn.Linear(5, 3, rng=rng, **F64)
+    layer.bias.data = rng.standard_normal(3)
+    x, grad_output = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
+    x_t, w_t, b_t = tensor(x), tensor(layer.weight.data.T), tensor(layer.bias.data)
+    out_t = F.linear(x_t, w_t, b_t)
+    out_t.backward(torch.tensor(grad_output))
+    assert_close(layer.forward(x), out_t)
+    assert_close(layer.backward(grad_output), x_t.grad)
+    assert_close(layer.weight.grad, w_t.grad.T)
+    assert_close(layer.bias.grad, b_t.grad)
+
+
+def test_batchnorm_matches_torch_in_train_and_eval_mode(rng):
+    layer = nn.BatchNorm1d(4, momentum=0.2, **F64)
+    layer.gamma.data, layer.beta.data = rng.standard_normal(4), rng.standard_normal(4)
+    reference = torch.nn.BatchNorm1d(4, momentum=0.2, dtype=torch.float64)
+    with torch.no_grad():
+        reference.weight.copy_(torch.tensor(layer.gamma.data))
+        reference.bias.copy_(torch.tensor(layer.beta.data))
+    for _ in range(3):  # running statistics move with every training batch
+        x, grad_output = rng.standard_normal((8, 4)) * 2 + 1, rng.standard_normal((8, 4))
+        x_t = tensor(x)
+        reference.zero_grad()
+        out_t = reference(x_t)
+        out_t.backward(torch.tensor(grad_output))
+        assert_close(layer.forward(x), out_t)
+        assert_close(layer.backward(grad_output), x_t.grad)
+        assert_close(layer.gamma.grad, reference.weight.grad)
+        assert_close(layer.beta.grad, reference.bias.grad)
+    assert_close(layer.running_mean, reference.running_mean)
+    assert_close(layer.running_var, reference.running_var)
+    layer.eval(), reference.eval()
+    x = rng.standard_normal((5, 4))
+    assert_close(layer.forward(x), reference(torch.tensor(x)))
+
+
+def test_layernorm_matches_torch(rng):
+    layer = nn.LayerNorm(6, **F64)
+    layer.gamma.data, layer.beta.data = rng.standard_normal(6), rng.standard_normal(6)
+    x, grad_output = rng.standard_normal((2, 3, 6)), rng.standard_normal((2, 3, 6))
+    x_t, g_t, b_t = tensor(x), tensor(layer.gamma.data), tensor(layer.beta.data)
+    out_t = F.layer_norm(x_t, (6,), g_t, b_t, eps=layer.eps)
+    out_t.backward(torch.tensor(grad_output))
+    assert_close(layer.forward(x), out_t)
+    assert_close(layer.backward(grad_output), x_t.grad)
+    assert_close(layer.gamma.grad, g_t.grad)
+    assert_close(layer.beta.grad, b_t.grad)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 1, 2)])
+def test_conv2d_matches_torch(kernel, stride, padding, rng):
+    layer = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, rng=rng, **F64)
+    layer.bias.data = rng.standard_normal(4)
+    x = rng.standard_normal((2, 3, 9, 8))
+    out = layer.forward(x)
+    grad_output = rng.standard_normal(out.shape)
+    x_t, w_t, b_t = tensor(x), tensor(layer.weight.data), tensor(layer.bias.data)
+    out_t = F.conv2d(x_t, w_t, b_t, stride=stride, padding=padding)
+    out_t.backward(torch.tensor(grad_output))
+    assert_close(out, out_t)
+    assert_close(layer.backward(grad_output), x_t.grad)
+    assert_close(layer.weight.grad, w_t.grad)
+    assert_close(layer.bias.grad, b_t.grad)
+
+
+@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 2), (2, 1), (3, 3)])
+def test_maxpool_matches_torch(kernel, stride, rng):
+    layer = nn.MaxPool2d(kernel, stride=stride)
+    x = rng.standard_normal((2, 3, 8, 7))
+    x[0, 0, :4, :4] = 0.5  # ties: torch and numpy_nn both send the gradient to the first maximum
+    out = layer.forward(x)
+    grad_output = rng.standard_normal(out.shape)
+    x_t = tensor(x)
+    out_t = F.max_pool2d(x_t, kernel, stride=stride)
+    out_t.backward(torch.tensor(grad_output))
+    assert_close(out, out_t)
+    assert_close(layer.backward(grad_output), x_t.grad)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_softmax_cross_entropy_matches_torch(label_smoothing, rng):
+    logits, labels = rng.standard_normal((6, 5)) * 4, rng.integers(0, 5, 6)
+    logits[0, 0] = 1000.0  # a huge logit: the fused form must stay finite
+    loss = nn.SoftmaxCrossEntropy(label_smoothing)
+    logits_t = tensor(logits)
+    loss_t = F.cross_entropy(logits_t, torch.tensor(labels), label_smoothing=label_smoothing)
+    loss_t.backward()
+    assert loss.forward(logits, labels) == pytest.approx(loss_t.item(), rel=1e-12)
+    assert_close(loss.backward(), logits_t.grad)
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "key_padding"])
+def test_attention_matches_torch_scaled_dot_product_attention(mask, rng):
+    batch, tokens, width, heads = 2, 5, 12, 3
+    layer = nn.MultiHeadSelfAttention(width, heads, rng=rng, causal=mask == "causal", **F64)
+    layer.qkv.bias.data = rng.standard_normal(3 * width) * 0.1
+    layer.out.bias.data = rng.standard_normal(width) * 0.1
+    padding = np.zeros((batch, tokens), dtype=bool)
+    padding[0, 3:] = mask == "key_padding"
+    x = rng.standard_normal((batch, tokens, width))
+    grad_output = rng.standard_normal((batch, tokens, width))
+    out = layer.forward(x, key_padding_mask=padding if mask == "key_padding" else None)
+
+    x_t = tensor(x)
+    params_t = {name: tensor(p.data) for name, p in layer.named_parameters().items()}
+    qkv = (x_t @ params_t["qkv.weight"] + params_t["qkv.bias"]).reshape(batch, tokens, 3, heads, -1)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
+    attend = torch.tensor(~padding)[:, None, None, :] if mask == "key_padding" else None
+    heads_out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
+                                               is_causal=mask == "causal")  # (B, H, T, Dh)
+    concatenated = heads_out.transpose(1, 2).reshape(batch, tokens, width)
+    out_t = concatenated @ params_t["out.weight"] + params_t["out.bias"]
+    out_t.backward(torch.tensor(grad_output))
+
+    assert_close(out, out_t)
+    assert_close(layer.backward(grad_output), x_t.grad)
+    for name, parameter in layer.named_parameters().items():
+        assert_close(parameter.grad, params_t[name].grad)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the offline environment, and the real data sets fetched once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+OFFLINE = {
+    "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1", "MPLBACKEND": "Agg",
+}
+os.environ.update(OFFLINE)
+os.environ.setdefault("GIT_AUTHOR_NAME", "dlprojects-tests")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@dlprojects.invalid")
+os.environ.setdefault("GIT_COMMITTER_NAME", "dlprojects-tests")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@dlprojects.invalid")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def offline_mirrors(source):
+    """The source with only its package-registry mirrors (those reachable without the internet)."""
+    from dataclasses import replace
+
+    from dlprojects.data.mirrors import Url
+
+    return replace(source, mirrors=tuple(m for m in source.mirrors if not isinstance(m[0], Url)))
+
+
+@pytest.fixture(scope="session")
+def raw_data(tmp_path_factory) -> Path:
+    """data/raw/<name> for every source, fetched for real from the offline mirrors, once."""
+    from dlprojects.data.download import download
+    from dlprojects.data.sources import SOURCE_NAMES, source_for
+
+    root = tmp_path_factory.mktemp("raw")
+    for name in SOURCE_NAMES:
+        download(offline_mirrors(source_for(name)), root / name)
+    return root
+
+
+@pytest.fixture
+def chdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,71 @@
+"""The tracking core against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+
+import mlflow
+import pytest
+
+from dlprojects import tracking
+
+
+@dataclass(frozen=True)
+class Params:
+    epochs: int = 3
+    lr: float = 0.1
+
+
+@pytest.fixture
+def project(chdir, monkeypatch):
+    """A git repo with a dvc.yaml and a dvc.lock recording one data folder."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (chdir / "dvc.yaml").write_text("stages: {}\n")
+    (chdir / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  download@mnist:\n    cmd: x\n    outs:\n"
+        "    - path: data/raw/mnist\n      hash: md5\n      md5: 0123abcd.dir\n")
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run(["git", "add", "-A"], check=True)
+    subprocess.run(["git", "commit", "-qm", "init"], check=True)
+    return chdir
+
+
+def test_a_run_carries_its_lineage(project, monkeypatch):
+    monkeypatch.setenv("DVC_STAGE", "train_fashion@improved")
+    monkeypatch.setenv("DVC_EXP_NAME", "wider-layers")
+    with tracking.start_run("fashion", Params(), inputs=["data/raw/mnist", "data/raw/other"],
+                            device="cpu") as run:
+        tracking.log_epoch({"epoch": 1, "val_accuracy": 0.5}, epoch=1)
+        tracking.log_epoch({"epoch": 2, "val_accuracy": 0.7}, epoch=2)
+    assert tracking.tracking_uri() == f"sqlite:///{project / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    stored = client.get_run(run.info.run_id)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert stored.data.tags["git.commit"] == commit.strip()
+    assert stored.data.tags["git.dirty"] == "false"
+    assert stored.data.tags["dvc.stage"] == "train_fashion@improved"
+    assert stored.data.tags["dvc.exp_name"] == "wider-layers"
+    assert stored.data.tags["device"] == "cpu"
+    assert stored.data.tags["data.data/raw/mnist"] == "0123abcd.dir"
+    assert stored.data.tags["data.data/raw/other"] == "not recorded by dvc.lock"
+    assert stored.info.run_name == "wider-layers"
+    assert stored.data.params == {"epochs": "3", "lr": "0.1"}
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7)]
+    assert client.get_experiment(stored.info.experiment_id).name == "fashion"
+
+
+def test_a_dirty_tree_is_tagged(project):
+    (project / "dvc.yaml").write_text("stages: {}  # edited\n")
+    assert tracking.git_state(project)["git.dirty"] == "true"
+
+
+def test_an_unreachable_server_is_reported_before_any_work(project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: refused
+    started = time.perf_counter()
+    with pytest.raises(tracking.TrackingUnavailable, match=r"http://127\.0\.0\.1:9 is unreachable"):
+        with tracking.start_run("fashion", Params(), inputs=[], device="cpu"):
+            pytest.fail("the run body must not start")
+    assert time.perf_counter() - started < 10

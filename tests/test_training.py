@@ -1,0 +1,111 @@
+"""The shared torch loop: learning, history, checkpoint/resume, device choice, divergence."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from dlprojects.errors import UserError
+from dlprojects.training import (TensorBatches, TrainingDiverged, fit, fingerprint, predict,
+                                 seed_everything, select_device)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _problem(seed=0):
+    """Two Gaussian blobs per class, 4 classes in 8 dimensions: learnable in a few epochs."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 8, generator=generator) * 3
+    labels = torch.randint(0, 4, (512,), generator=generator)
+    inputs = centres[labels] + torch.randn(512, 8, generator=generator)
+    return inputs, labels
+
+
+def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a"):
+    generator = seed_everything(0)
+    inputs, labels = _problem()
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * 8)
+    train = TensorBatches(inputs[:448], labels[:448], 64, shuffle=True)
+    val = TensorBatches(inputs[448:], labels[448:], 64)
+
+    def on_epoch(epoch, metrics):
+        if epoch == stop_after:
+            raise Interrupt
+
+    result = fit(model, optimizer=optimizer, scheduler=scheduler, loss_fn=nn.CrossEntropyLoss(),
+                 train=train, train_size=len(train), evals={"val": val}, epochs=epochs,
+                 device=torch.device("cpu"), generator=generator,
+                 checkpoint=tmp_path / "checkpoint.pt", history_file=tmp_path / "history.csv",
+                 run_fingerprint=fingerprint(params), on_epoch=on_epoch)
+    return model, result
+
+
+def test_fit_learns_and_writes_its_history(tmp_path):
+    model, result = _run(tmp_path, epochs=6)
+    assert result.history[-1]["val_accuracy"] > 0.9
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert {"train_loss", "val_loss", "val_accuracy", "lr", "samples_per_second"} <= set(rows[0])
+    assert not (tmp_path / "checkpoint.pt").exists()  # removed once training completes
+    best = max(result.history, key=lambda m: m["val_accuracy"])
+    assert result.best_epoch == best["epoch"]
+    probabilities, targets = predict(model, TensorBatches(*_problem(), 128)(), torch.device("cpu"))
+    assert probabilities.shape == (512, 4)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(512))
+
+
+def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(tmp_path):
+    straight_model, straight = _run(tmp_path / "straight", epochs=6)
+    with pytest.raises(Interrupt):
+        _run(tmp_path / "resumed", epochs=6, stop_after=3)
+    assert (tmp_path / "resumed/checkpoint.pt").exists()
+    resumed_model, resumed = _run(tmp_path / "resumed", epochs=6)
+    assert resumed.history == [
+        {**m, "epoch_seconds": r["epoch_seconds"], "samples_per_second": r["samples_per_second"]}
+        for m, r in zip(straight.history, resumed.history)]
+    for a, b in zip(straight_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_from_other_params_is_not_resumed(tmp_path, capsys):
+    with pytest.raises(Interrupt):
+        _run(tmp_path, epochs=4, stop_after=2, params="a")
+    _, result = _run(tmp_path, epochs=4, params="b")
+    assert [m["epoch"] for m in result.history] == [1, 2, 3, 4]
+    assert "written with other params; starting afresh" in capsys.readouterr().err
+
+
+def test_a_diverging_loss_stops_training(tmp_path):
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        _run(tmp_path, epochs=3, lr=1e6)
+
+
+def test_device_choice():
+    assert select_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert select_device("auto").type == "cpu"
+        with pytest.raises(UserError, match="no CUDA GPU is visible; set device: auto or cpu"):
+            select_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fit_on_cuda_with_bf16(tmp_path):
+    generator = seed_everything(0)
+    inputs, labels = (t.cuda() for t in _problem())
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).cuda()
+    result = fit(model, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
+                 loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
+                 train_size=512, evals={"val": TensorBatches(inputs, labels, 64)}, epochs=5,
+                 device=torch.device("cuda"), generator=generator,
+                 checkpoint=tmp_path / "c.pt", history_file=tmp_path / "h.csv",
+                 run_fingerprint="x", amp=True)
+    assert result.history[-1]["val_accuracy"] > 0.9

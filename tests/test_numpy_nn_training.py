@@ -1,16 +1,10 @@
-"""dlprojects.numpy_nn training: optimisers against torch.optim, schedules, builders, fit and
-state dicts."""
-
-import math
+"""dlprojects.numpy_nn training: schedules, builders, learning, fit and state dicts."""
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 import dlprojects.numpy_nn as nn
-
-torch = pytest.importorskip("torch")
-
 
 @pytest.fixture(autouse=True, scope="module")
 def single_blas_thread():
@@ -36,63 +30,7 @@ FIT_DEFAULTS = dict(epochs=3, batch_size=32, optimizer="adam", lr=1e-2, momentum
                     weight_decay=0.0, schedule="cosine")
 
 
-# --- optimisers and schedules --------------------------------------------------------------------
-
-def run_both(make_numpy_optimizer, make_torch_optimizer, rng, learning_rates):
-    """Apply the same gradients to a decayed weight and an undecayed bias in both libraries."""
-    weight, bias = rng.standard_normal((4, 3)), rng.standard_normal(3)
-    params = [nn.Parameter(weight.copy()), nn.Parameter(bias.copy(), decay=False)]
-    params_t = [torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)]
-    optimizer, optimizer_t = make_numpy_optimizer(params), make_torch_optimizer(params_t)
-    for lr in learning_rates:
-        optimizer.lr = lr
-        for group in optimizer_t.param_groups:
-            group["lr"] = lr
-        for p, p_t in zip(params, params_t):
-            p.grad = rng.standard_normal(p.data.shape)
-            p_t.grad = torch.tensor(p.grad)
-        optimizer.step()
-        optimizer_t.step()
-    for p, p_t in zip(params, params_t):
-        np.testing.assert_allclose(p.data, p_t.detach().numpy(), rtol=1e-12, atol=1e-12)
-    return params, weight
-
-
-def torch_groups(params_t, weight_decay):
-    return [{"params": [params_t[0]], "weight_decay": weight_decay},
-            {"params": [params_t[1]], "weight_decay": 0.0}]
-
-
-@pytest.mark.parametrize("momentum,nesterov,weight_decay",
-                         [(0.0, False, 0.0), (0.9, False, 0.01), (0.9, True, 0.05)])
-def test_sgd_matches_torch(momentum, nesterov, weight_decay, rng):
-    params, initial_weight = run_both(
-        lambda ps: nn.SGD(ps, lr=0.1, momentum=momentum, nesterov=nesterov,
-                          weight_decay=weight_decay),
-        lambda ps: torch.optim.SGD(torch_groups(ps, weight_decay), lr=0.1, momentum=momentum,
-                                   nesterov=nesterov),
-        rng, learning_rates=[0.1, 0.05, 0.2, 0.01, 0.1])
-    assert not np.allclose(params[0].data, initial_weight)
-
-
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adam_matches_torch_adamw(weight_decay, rng):
-    run_both(
-        lambda ps: nn.Adam(ps, lr=1e-2, betas=(0.8, 0.99), weight_decay=weight_decay),
-        lambda ps: torch.optim.AdamW(torch_groups(ps, weight_decay), lr=1e-2, betas=(0.8, 0.99)),
-        rng, learning_rates=[1e-2, 3e-2, 1e-3, 1e-2, 5e-3, 2e-2])
-
-
-def test_cosine_schedule_matches_torch_cosine_annealing():
-    parameter = torch.zeros(1, requires_grad=True)
-    optimizer_t = torch.optim.SGD([parameter], lr=0.5)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer_t, T_max=20)
-    for step in range(20):
-        lr = nn.learning_rate("cosine", step=step, total_steps=20, base_lr=0.5)
-        assert lr == pytest.approx(optimizer_t.param_groups[0]["lr"], rel=1e-12)
-        optimizer_t.step()
-        scheduler.step()
-
+# --- schedules -----------------------------------------------------------------------------------
 
 def test_warmup_then_schedules():
     lr = lambda schedule, step: nn.learning_rate(schedule, step=step, total_steps=110, base_lr=1.0,

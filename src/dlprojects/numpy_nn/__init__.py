@@ -3,8 +3,11 @@ against finite differences (gradcheck) and, in the tests, against torch autograd
 
 Imports NumPy only. Typical use:
 
-    model = build_mlp([784, 512, 256, 10], dropout=0.2, rng=np.random.default_rng(0))
-    result = fit(model, train_images=..., ..., optimizer="adam", schedule="cosine", rng=rng)
+    rng = np.random.default_rng(0)
+    model = build_mlp([784, 512, 256, 10], dropout=0.2, batch_norm=True, rng=rng)
+    result = fit(model, train_images=..., train_labels=..., val_images=..., val_labels=...,
+                 epochs=12, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
+                 weight_decay=5e-4, schedule="cosine", rng=rng)
 """
 
 from .attention import MultiHeadSelfAttention

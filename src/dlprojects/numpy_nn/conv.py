@@ -1,4 +1,4 @@
-"""2-D convolution (im2col + one matrix product) and max pooling, with their backward passes.
+"""2-D convolution (im2col and one matrix product) and max pooling, with their backward passes.
 
 Shapes follow torch: images are (B, C, H, W), conv weights (out_channels, in_channels, k, k).
 Internally both layers work channels-last: their outputs are (B, C, H, W) views of (B, H, W, C)
@@ -73,8 +73,9 @@ class Conv2d(Layer):
         if not self.input_grad:
             return None
         # col2im fused with the product grad_rows @ weight_rows: the kernel tap at offset (i, j)
-        # sends grad_rows @ W[:, :, i, j] back onto the pixels it read. Nine (B*Ho*Wo, C) products
-        # use less memory, and run twice as fast, as one (B*Ho*Wo, k*k*C) product scattered after.
+        # sends grad_rows @ W[:, :, i, j] back onto the pixels it read. k*k products of shape
+        # (B*Ho*Wo, C) need less memory, and here ran twice as fast, as one (B*Ho*Wo, k*k*C)
+        # product scattered afterwards.
         grad_padded = np.zeros(self.padded_shape, dtype=grad_rows.dtype)  # (B, Hp, Wp, C)
         for i in range(k):
             for j in range(k):
@@ -113,7 +114,7 @@ class MaxPool2d(Layer):
         for index in range(len(views) - 2, -1, -1):
             argmax = np.where(views[index] == out, np.uint8(index), argmax)
         self.argmax = argmax
-        self.input_shape = x.shape
+        self.input_shape = x.shape  # channels last
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, grad_output):

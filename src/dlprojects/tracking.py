@@ -7,6 +7,7 @@ team at its own server. A server that cannot be reached is reported before train
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import urllib.error
@@ -77,8 +78,12 @@ def data_hashes(root: Path, inputs: list[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def start_run(project: str, params: Any, *, inputs: list[str], device: str) -> Iterator[Any]:
-    """An MLflow run in experiment `project`, tagged with its lineage; yields the active run."""
+def start_run(project: str, params: Any, *, inputs: list[str], device: str,
+              run_file: Path | None = None) -> Iterator[Any]:
+    """An MLflow run in experiment `project`, tagged with its lineage; yields the active run.
+
+    `run_file` (a train stage's out) records the run id so the evaluate stage adds its test
+    figures to the same run (`resume_run`)."""
     import mlflow
 
     uri = tracking_uri()
@@ -95,6 +100,23 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str) -> I
         tags["dvc.exp_name"] = exp_name
     with mlflow.start_run(run_name=exp_name or stage or None, tags=tags) as run:
         mlflow.log_params(as_flat_dict(params))
+        if run_file is not None:
+            Path(run_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(run_file).write_text(json.dumps({"run_id": run.info.run_id,
+                                                  "experiment": project}) + "\n")
+        yield run
+
+
+@contextlib.contextmanager
+def resume_run(run_file: Path) -> Iterator[Any]:
+    """Reopen the run a train stage recorded in `run_file` (to log test metrics and figures)."""
+    import mlflow
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    run_id = json.loads(Path(run_file).read_text())["run_id"]
+    with mlflow.start_run(run_id=run_id) as run:
         yield run
 
 

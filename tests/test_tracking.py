@@ -37,8 +37,8 @@ def test_a_run_carries_its_lineage(project, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "wider-layers")
     with tracking.start_run("fashion", Params(), inputs=["data/raw/mnist", "data/raw/other"],
                             device="cpu") as run:
-        tracking.log_epoch({"epoch": 1, "val_accuracy": 0.5}, epoch=1)
-        tracking.log_epoch({"epoch": 2, "val_accuracy": 0.7}, epoch=2)
+        tracking.log_epoch(1, {"epoch": 1, "val_accuracy": 0.5})
+        tracking.log_epoch(2, {"epoch": 2, "val_accuracy": 0.7})
     assert tracking.tracking_uri() == f"sqlite:///{project / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking.tracking_uri())
     stored = client.get_run(run.info.run_id)

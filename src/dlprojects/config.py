@@ -75,6 +75,120 @@ class LoopParams:
 SECTIONS: dict[str, type] = {"download": DownloadParams}
 
 
+@dataclass(frozen=True)
+class ImageDataParams:
+    """Which images a model trains on; the validation split chooses the epoch."""
+
+    validation_size: int = 5000  # carved from the training set, seeded
+    seed: int = 0  # the split's seed
+    train_samples: int = 0  # 0: all remaining training images; N: a seeded subset (quick runs)
+    test_samples: int = 0  # 0: the whole test set
+
+    def __post_init__(self):
+        check(self.validation_size >= 1, "validation_size", f"{self.validation_size} must be at least 1")
+        check(self.train_samples >= 0, "train_samples", f"{self.train_samples} must be 0 (all) or more")
+        check(self.test_samples >= 0, "test_samples", f"{self.test_samples} must be 0 (all) or more")
+
+
+@dataclass(frozen=True)
+class NumpyTrainingParams:
+    """Optimisation of a NumPy model (numpy_nn.fit)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", f"{self.epochs} must be at least 1")
+        check(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be at least 1")
+        check(self.lr > 0, "lr", f"{self.lr} must be positive")
+        check(0 <= self.momentum < 1, "momentum", f"{self.momentum} must be in [0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} must be 0 or more")
+        check(self.warmup_epochs >= 0, "warmup_epochs", f"{self.warmup_epochs} must be 0 or more")
+
+
+@dataclass(frozen=True)
+class BackpropMlpParams:
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # hidden layer widths
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    dropout: float = 0.2
+    batch_norm: bool = True
+    training: NumpyTrainingParams = field(default_factory=NumpyTrainingParams)
+
+    def __post_init__(self):
+        check(len(self.hidden) >= 1, "hidden", "needs at least one layer size")
+        for size in self.hidden:
+            check(size >= 1, "hidden", f"layer size {size} must be at least 1")
+        check(0 <= self.dropout < 1, "dropout", f"{self.dropout} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class BackpropCnnParams:
+    channels: list[int] = field(default_factory=lambda: [16, 32])  # 3x3 conv + 2x2 pool blocks
+    hidden: int = 128  # dense layer after the conv blocks
+    dropout: float = 0.25
+    training: NumpyTrainingParams = field(default_factory=NumpyTrainingParams)
+
+    def __post_init__(self):
+        check(1 <= len(self.channels) <= 4, "channels", "needs 1 to 4 conv blocks for 28x28 images")
+        for size in self.channels:
+            check(size >= 1, "channels", f"channel count {size} must be at least 1")
+        check(self.hidden >= 1, "hidden", f"{self.hidden} must be at least 1")
+        check(0 <= self.dropout < 1, "dropout", f"{self.dropout} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainBackpropParams:
+    data: ImageDataParams = field(default_factory=ImageDataParams)
+    seed: int = 0  # weight initialisation, dropout masks and batch order
+    threads: int = 1  # BLAS threads: one is fastest for these matrix sizes
+    mlp: BackpropMlpParams = field(default_factory=BackpropMlpParams)
+    cnn: BackpropCnnParams = field(default_factory=BackpropCnnParams)
+
+    def __post_init__(self):
+        check(self.threads >= 1, "threads", f"{self.threads} must be at least 1")
+
+
+@dataclass(frozen=True)
+class FashionVariantParams:
+    hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
+    batch_norm: bool = True
+    dropout: float = 0.2
+
+    def __post_init__(self):
+        check(len(self.hidden) >= 1, "hidden", "the layer list is empty; give at least one size")
+        for size in self.hidden:
+            check(size >= 1, "hidden", f"layer size {size} must be at least 1")
+        check(0 <= self.dropout < 1, "dropout", f"{self.dropout} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainFashionParams:
+    """Both variants share data, seed, optimiser and epoch budget, so the comparison is fair."""
+
+    data: ImageDataParams = field(default_factory=ImageDataParams)
+    loop: LoopParams = field(default_factory=LoopParams)
+    lr: float = 1e-3  # AdamW peak learning rate, cosine-decayed per step
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    variants: dict[str, FashionVariantParams] = field(default_factory=dict)
+
+    def __post_init__(self):
+        check(self.lr > 0, "lr", f"{self.lr} must be positive")
+        check(self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} must be 0 or more")
+        check(0 <= self.label_smoothing < 1, "label_smoothing",
+              f"{self.label_smoothing} must be in [0, 1)")
+        check(len(self.variants) >= 1, "variants", "name at least one variant")
+
+
+SECTIONS.update({"train_backprop": TrainBackpropParams, "train_fashion": TrainFashionParams})
+
+
 # ----------------------------------------------------------------------------------------- parsing
 
 
@@ -120,6 +234,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (item,) = get_args(hint)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, item = get_args(hint)
+        return {name: _coerce(v, item, f"{key}.{name}") for name, v in value.items()}
     if origin in (Union, types.UnionType):
         options = get_args(hint)
         if value is None and type(None) in options:

@@ -120,8 +120,9 @@ def resume_run(run_file: Path) -> Iterator[Any]:
         yield run
 
 
-def log_epoch(metrics: dict[str, float], epoch: int) -> None:
-    """Per-epoch metrics; the same names across projects so the UI compares them."""
+def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    """Per-epoch metrics at step `epoch` (fits `fit(on_epoch=...)`); the same names in every
+    project so the UI compares them."""
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)

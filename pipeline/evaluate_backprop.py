@@ -1,0 +1,57 @@
+"""Stage evaluate_backprop@<mlp|cnn>: test accuracy, confusion matrix, misclassified digits."""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from dlprojects import numpy_nn, plots, tracking
+from dlprojects.config import load_section
+from dlprojects.data.images import load_image_splits
+from dlprojects.errors import run_main
+from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
+from train_backprop import as_inputs, build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["mlp", "cnn"])
+    parser.add_argument("data", type=Path, help="data/raw/mnist")
+    parser.add_argument("model_dir", type=Path, help="models/backprop/<kind>")
+    parser.add_argument("reports", type=Path, help="reports/backprop/<kind>")
+    args = parser.parse_args()
+    params = load_section("train_backprop")
+    splits = load_image_splits("mnist", args.data, validation_size=params.data.validation_size,
+                               seed=params.data.seed, test_samples=params.data.test_samples)
+    model = build(args.kind, params, np.random.default_rng(params.seed))
+    model.load_state_dict(dict(np.load(args.model_dir / "weights.npz")))
+    with threadpool_limits(params.threads):
+        loss, accuracy, predictions, _ = numpy_nn.evaluate(
+            model, as_inputs(args.kind, splits.test_images), splits.test_labels, batch_size=1000)
+    labels, names = splits.test_labels, splits.class_names
+    matrix = plots.confusion_matrix(labels, predictions, 10)
+    wrong = np.flatnonzero(predictions != labels)[:32]
+    figures = [
+        plots.confusion_figure(matrix, names, args.reports / "confusion.png",
+                               title=f"NumPy {args.kind.upper()}: MNIST test confusion matrix"),
+        plots.image_grid(splits.test_images[wrong],
+                         [f"true {labels[i]}, said {predictions[i]}" for i in wrong],
+                         args.reports / "misclassified.png", title="misclassified test digits"),
+        plots.loss_curves({args.kind: plots.read_history(args.reports / "history.csv")},
+                          args.reports / "loss_curves.png", title=f"NumPy {args.kind.upper()}"),
+    ]
+    history = plots.read_history(args.reports / "history.csv")
+    metrics = {"test_accuracy": accuracy, "test_loss": loss,
+               "best_epoch": int(max(history, key=lambda row: row["val_accuracy"])["epoch"]),
+               "train_seconds": sum(row["seconds"] for row in history),
+               "per_class_accuracy": per_class_accuracy(matrix, names)}
+    write_json(metrics, args.reports / "metrics.json")
+    with tracking.resume_run(args.model_dir / "mlflow_run.json"):
+        tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
+        tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
+    print(f"backprop {args.kind}: test accuracy {accuracy:.4f}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,86 @@
+"""Stage evaluate_fashion: test figures of every variant, the gain over the baseline, and plots."""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlprojects import plots, tracking
+from dlprojects.config import load_section
+from dlprojects.data.images import PIXEL_STATS, load_image_splits, to_tensor
+from dlprojects.errors import run_main
+from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
+from dlprojects.models.checkpoints import load_weights
+from dlprojects.models.fashion_mlp import DenseClassifier
+from dlprojects.training import TensorBatches, predict, select_device
+
+SAMPLES = 10  # test images shown with their predicted probabilities, 4 of them misclassified
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data", type=Path, help="data/raw/fashion_mnist")
+    parser.add_argument("models", type=Path, help="models/fashion (one folder per variant)")
+    parser.add_argument("reports", type=Path, help="reports/fashion (histories in, figures out)")
+    args = parser.parse_args()
+    params = load_section("train_fashion")
+    device = select_device(params.loop.device)
+    splits = load_image_splits("fashion_mnist", args.data, validation_size=params.data.validation_size,
+                               seed=params.data.seed, test_samples=params.data.test_samples)
+    mean, std = PIXEL_STATS["fashion_mnist"]
+    test = TensorBatches(to_tensor(splits.test_images, device, mean=mean, std=std),
+                         torch.from_numpy(splits.test_labels).to(device), 1000)
+    names = splits.class_names
+
+    metrics, histories = {}, {}
+    for variant, config in params.variants.items():
+        model = DenseClassifier(hidden=config.hidden, batch_norm=config.batch_norm,
+                                dropout=config.dropout)
+        load_weights(model, args.models / variant / "model.safetensors").to(device)
+        probabilities, labels = (t.numpy() for t in predict(model, test(), device))
+        predictions = probabilities.argmax(axis=1)
+        matrix = plots.confusion_matrix(labels, predictions, len(names))
+        histories[variant] = plots.read_history(args.reports / variant / "history.csv")
+        test_loss = float(-np.log(probabilities[np.arange(len(labels)), labels] + 1e-12).mean())
+        metrics[variant] = {"test_accuracy": float((predictions == labels).mean()),
+                            "test_loss": test_loss,
+                            "best_epoch": int(max(histories[variant],
+                                                  key=lambda row: row["val_accuracy"])["epoch"]),
+                            "per_class_accuracy": per_class_accuracy(matrix, names)}
+        figures = [plots.confusion_figure(matrix, names, args.reports / f"confusion_{variant}.png",
+                                          title=f"{variant}: test confusion matrix")]
+        if variant == list(params.variants)[-1]:
+            figures.append(_sample_figure(splits, probabilities, predictions, labels,
+                                          args.reports / "samples.png"))
+        with tracking.resume_run(args.models / variant / "mlflow_run.json"):
+            tracking.log_summary({k: v for k, v in metrics[variant].items() if k != "per_class_accuracy"}
+                                 | best_of_history(histories[variant]))
+            tracking.log_artifacts(figures, artifact_path="figures")
+    curves = plots.loss_curves(histories, args.reports / "loss_curves.png", splits=("train", "test"),
+                               title="FashionMNIST")
+    if "baseline" in metrics:
+        for variant in metrics:
+            if variant != "baseline":
+                metrics[variant]["gain_over_baseline_points"] = 100 * (
+                    metrics[variant]["test_accuracy"] - metrics["baseline"]["test_accuracy"])
+    write_json(metrics, args.reports / "metrics.json")
+    for variant in params.variants:
+        with tracking.resume_run(args.models / variant / "mlflow_run.json"):
+            tracking.log_artifacts([curves, args.reports / "metrics.json"], artifact_path="figures")
+    for variant, values in metrics.items():
+        print(f"{variant}: test accuracy {values['test_accuracy']:.4f}")
+
+
+def _sample_figure(splits, probabilities, predictions, labels, path):
+    """A fixed, seeded choice of test images: some right, some misclassified."""
+    rng = np.random.default_rng(0)
+    wrong, right = np.flatnonzero(predictions != labels), np.flatnonzero(predictions == labels)
+    chosen = np.concatenate([rng.choice(right, SAMPLES - min(4, len(wrong)), replace=False),
+                             rng.choice(wrong, min(4, len(wrong)), replace=False)])
+    return plots.probability_bars(splits.test_images[chosen], probabilities[chosen], labels[chosen],
+                                  splits.class_names, path)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,72 @@
+"""MNIST-format image sets from data/raw, and the validation split carved from their training set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlprojects.data.idx import read_idx
+from dlprojects.errors import UserError
+
+FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+}
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """uint8 images (N, 28, 28) and int64 labels (N,) for train, validation and test."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: list[str]
+
+
+def load_image_splits(dataset: str, root: Path, *, validation_size: int, seed: int,
+                      train_samples: int = 0, test_samples: int = 0) -> ImageSplits:
+    """The canonical IDX files under `root` (data/raw/<dataset>), split with a seeded permutation.
+
+    `train_samples` / `test_samples` > 0 keep that many (seeded) for quick runs; 0 keeps all.
+    """
+    raw = Path(root) / FOLDERS[dataset] / "raw"
+    if not raw.is_dir():
+        raise UserError(f"{raw} not found; run `dvc repro download@{dataset}` first")
+    images = read_idx(raw / "train-images-idx3-ubyte")
+    labels = read_idx(raw / "train-labels-idx1-ubyte").astype(np.int64)
+    test_images = read_idx(raw / "t10k-images-idx3-ubyte")
+    test_labels = read_idx(raw / "t10k-labels-idx1-ubyte").astype(np.int64)
+    if validation_size >= len(labels):
+        raise UserError(f"validation_size {validation_size} leaves no training images "
+                        f"(the set has {len(labels)})")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    val_index, train_index = order[:validation_size], order[validation_size:]
+    if train_samples:
+        train_index = train_index[:train_samples]
+    test_index = np.arange(len(test_labels))
+    if test_samples:
+        test_index = np.sort(rng.permutation(len(test_labels))[:test_samples])
+    return ImageSplits(images[train_index], labels[train_index], images[val_index],
+                       labels[val_index], test_images[test_index], test_labels[test_index],
+                       CLASS_NAMES[dataset])
+
+
+def to_tensor(images: np.ndarray, device, *, mean: float, std: float):
+    """uint8 (N, H, W) -> normalised float32 (N, 1, H, W) on `device`."""
+    import torch
+
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
+    return ((pixels / 255.0 - mean) / std).unsqueeze(1)
+
+
+# Training-set pixel statistics (of images scaled to [0, 1]).
+PIXEL_STATS = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}

@@ -1,0 +1,1 @@
+"""torch models of the pipeline."""

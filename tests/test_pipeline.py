@@ -1,0 +1,106 @@
+"""The whole pipeline from a fresh clone: `dvc repro` on smoke-sized params, then the DVC round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import OFFLINE, ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+
+def merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(base[key], value) if isinstance(value, dict) and key in base else value
+    return merged
+
+
+def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, **OFFLINE,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A clone of the working tree with smoke-sized params, after a full `dvc repro`."""
+    top = tmp_path_factory.mktemp("e2e")
+    clone = top / "dlprojects"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text()) or {}
+    (clone / "params.yaml").write_text(yaml.safe_dump(merge(params, smoke), sort_keys=False))
+    run(["git", "init", "-q"], clone)
+    run(["git", "add", "-A"], clone)
+    run(["git", "commit", "-qm", "smoke"], clone)
+    run(["dvc", "repro"], clone, timeout=1800)
+    return clone
+
+
+def test_repro_runs_every_stage_and_a_second_repro_has_nothing_to_do(project):
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    listed = run(["dvc", "stage", "list", "--name-only"], project).stdout.split()
+    assert sorted(stages) == sorted(listed)
+    started = time.perf_counter()
+    again = run(["dvc", "repro"], project)
+    seconds = time.perf_counter() - started
+    assert "Data and pipelines are up to date." in again.stdout
+    print(f"no-op dvc repro: {seconds:.1f} s")
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_metrics_plots_and_mlflow_runs_exist(project):
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    shown = json.dumps(metrics)
+    for name in ("backprop/mlp/metrics.json", "backprop/cnn/metrics.json", "fashion/metrics.json"):
+        assert name in shown
+    fashion = json.loads((project / "reports/fashion/metrics.json").read_text())
+    assert 0 < fashion["improved"]["test_accuracy"] <= 1
+    assert "gain_over_baseline_points" in fashion["improved"]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    for experiment in ("backprop", "fashion"):
+        runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        assert len(runs) == 2
+        for found in runs:
+            assert found.data.tags["git.commit"] == commit
+            assert found.data.tags["dvc.stage"].startswith("train_")
+            assert found.data.tags[next(t for t in found.data.tags if t.startswith("data."))].endswith(".dir")
+            assert "test_accuracy" in found.data.metrics
+
+
+def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):
+    run(["dvc", "push"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    clone = project.parent / "fresh-clone"
+    run(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    run(["dvc", "pull", "download@mnist", "download@fashion_mnist", "download@imdb",
+         "download@bert"], clone)
+    for name in ("mnist", "fashion_mnist", "imdb", "bert"):
+        for original in (project / "data/raw" / name).rglob("*"):
+            if original.is_file():
+                copy = clone / original.relative_to(project)
+                assert copy.read_bytes() == original.read_bytes()
+    status = run(["dvc", "status", "download@mnist", "download@bert"], clone).stdout
+    assert "up to date" in status

@@ -52,7 +52,7 @@ def main() -> None:
     steps = loop.epochs * -(-len(train) // loop.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
-    with tracking.start_run("fashion", params, inputs=[args.data.as_posix()], device=str(device),
+    with tracking.start_run("fashion", resolved, inputs=[args.data.as_posix()], device=str(device),
                             run_file=args.model_dir / "mlflow_run.json") as run:
         tracking.log_summary({"parameters": sum(p.numel() for p in model.parameters())})
         result = fit(model, optimizer=optimizer, scheduler=scheduler,

@@ -254,9 +254,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def as_flat_dict(params: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"loop.epochs": 10, ...}` for logging a section's params to MLflow."""
+    """`{"loop.epochs": 10, ...}` for logging a section's params (dataclass or dict) to MLflow."""
     flat: dict[str, Any] = {}
-    for name, value in dataclasses.asdict(params).items():
+    as_dict = params if isinstance(params, dict) else dataclasses.asdict(params)
+    for name, value in as_dict.items():
         _flatten(value, f"{prefix}{name}", flat)
     return flat
 

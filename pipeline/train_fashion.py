@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from dlprojects import tracking
+from dlprojects.augment import augmenter
 from dlprojects.config import ConfigError, load_section
 from dlprojects.data.images import PIXEL_STATS, load_image_splits, to_tensor
 from dlprojects.errors import run_main
@@ -38,11 +39,13 @@ def main() -> None:
     splits = load_image_splits("fashion_mnist", args.data, **dataclasses.asdict(params.data))
     mean, std = PIXEL_STATS["fashion_mnist"]
 
-    def batches(images, labels, shuffle=False):
+    def batches(images, labels, shuffle=False, augment=None):
         return TensorBatches(to_tensor(images, device, mean=mean, std=std),
-                             torch.from_numpy(labels).to(device), loop.batch_size, shuffle=shuffle)
+                             torch.from_numpy(labels).to(device), loop.batch_size, shuffle=shuffle,
+                             augment=augment)
 
-    train = batches(splits.train_images, splits.train_labels, shuffle=True)
+    train = batches(splits.train_images, splits.train_labels, shuffle=True,
+                    augment=augmenter(crop_padding=params.crop_padding, flip=False))
     val = batches(splits.val_images, splits.val_labels)
     test = batches(splits.test_images, splits.test_labels)  # per-epoch curve only; never selects
 

@@ -176,6 +176,7 @@ class TrainFashionParams:
     lr: float = 1e-3  # AdamW peak learning rate, cosine-decayed per step
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
+    crop_padding: int = 0  # random translations of up to this many pixels (0: no augmentation)
     variants: dict[str, FashionVariantParams] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -183,6 +184,7 @@ class TrainFashionParams:
         check(self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} must be 0 or more")
         check(0 <= self.label_smoothing < 1, "label_smoothing",
               f"{self.label_smoothing} must be in [0, 1)")
+        check(0 <= self.crop_padding <= 8, "crop_padding", f"{self.crop_padding} must be in [0, 8]")
         check(len(self.variants) >= 1, "variants", "name at least one variant")
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import pooch
+import requests
 
-pooch.get_logger().setLevel("WARNING")  # our own one-line reports say which mirror is tried
+pooch.get_logger().setLevel("ERROR")  # our own one-line reports say which mirror is tried
 
 from dlprojects.errors import UserError
 
@@ -42,6 +44,9 @@ class Url:
         for name in registry:
             try:
                 store.fetch(name, progressbar=sys.stderr.isatty())
+            except requests.ConnectionError:
+                host = urllib.parse.urlsplit(self.base_url).hostname
+                raise MirrorError(f"cannot reach {host} (no network, or the host is down)") from None
             except Exception as error:  # requests/pooch raise many types; each means "not here"
                 raise MirrorError(f"{name}: {_first_line(error)}") from None
         return scratch

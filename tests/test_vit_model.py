@@ -7,12 +7,17 @@ import torch.nn.functional as F
 from dlprojects.models.vit import ViT, attention_rollout, patchify, unpatchify
 
 SMALL = dict(image_size=28, patch_size=7, in_channels=1, num_classes=10,
-             dim=32, depth=2, heads=4, mlp_dim=64)
+             dim=32, depth=2, heads=4, mlp_dim=64, stem_channels=0)
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_one_thread():
+    # tiny ops gain nothing from threads; one thread keeps the suite fast on a busy machine
+    threads = torch.get_num_threads()
     torch.manual_seed(0)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("stem_channels", [0, 8])
@@ -20,6 +25,12 @@ def _seed():
 def test_logits_shape(patch_size, stem_channels):
     model = ViT(**{**SMALL, "patch_size": patch_size, "stem_channels": stem_channels})
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_default_config_is_the_cpu_recipe():
+    model = ViT()
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert model.pos_embedding.shape == (1, 17, 64) and len(model.blocks) == 4
 
 
 def test_rgb_input_and_other_sizes():
@@ -111,9 +122,9 @@ def test_patch_embedding_is_linear_map_of_patchify():
 
 
 def test_tiny_model_overfits_small_batch():
-    model = ViT(**{**SMALL, "patch_size": 4, "dim": 64, "mlp_dim": 128})
+    model = ViT(**SMALL)
     images, labels = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     first = F.cross_entropy(model(images), labels).item()
     for _ in range(100):
         loss = F.cross_entropy(model(images), labels)

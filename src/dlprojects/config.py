@@ -53,6 +53,7 @@ class DownloadParams:
     fashion_mnist: SourceParams = field(default_factory=SourceParams)
     imdb: SourceParams = field(default_factory=SourceParams)
     bert: BertSourceParams = field(default_factory=BertSourceParams)
+    cifar10: SourceParams = field(default_factory=SourceParams)  # vit; URL only, not in dvc.yaml
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,157 @@ class TrainFashionParams:
 
 
 SECTIONS.update({"train_backprop": TrainBackpropParams, "train_fashion": TrainFashionParams})
+
+
+# >>> sentiment: embed_imdb, train_sentiment, evaluate_sentiment >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+
+IMDB_REVIEWS_PER_SPLIT = 25_000
+
+
+@dataclass(frozen=True)
+class EmbedImdbParams:
+    """Frozen-BERT token states of IMDB reviews (stage embed_imdb); download.bert.model picks it."""
+
+    train_samples: int = 8000  # seeded balanced subset of the 25,000 train reviews (0: all)
+    test_samples: int = 2000  # likewise of the 25,000 test reviews (0: all)
+    seed: int = 0  # which reviews the subsets keep
+    max_length: int = 256  # tokens per review incl. [CLS] and [SEP]; at most the BERT's positions
+    truncation: Literal["head_tail", "head", "tail"] = "head_tail"  # which part of a review stays
+    head_tokens: int = 64  # head_tail: tokens kept from the start; the rest come from the end
+    # hidden layers averaged per token (-1: the last, 0: the embeddings)
+    bert_layers: list[int] = field(default_factory=lambda: [-3, -2])
+    batch_size: int = 32  # reviews per BERT forward pass (batches hold reviews of similar length)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else CPU
+    amp: bool = True  # bf16 autocast, CUDA only
+    threads: int = 1  # CPU threads for torch (a 2nd one was slower on a shared 2-core CPU)
+
+    def __post_init__(self):
+        for key in ("train_samples", "test_samples"):
+            value = getattr(self, key)
+            check(value == 0 or 2 <= value <= IMDB_REVIEWS_PER_SPLIT, key,
+                  f"{value} must be 0 (all) or in [2, {IMDB_REVIEWS_PER_SPLIT}]")
+        check(self.max_length >= 8, "max_length", f"{self.max_length} must be at least 8")
+        check(0 <= self.head_tokens <= self.max_length - 2, "head_tokens",
+              f"{self.head_tokens} must be in [0, max_length - 2 = {self.max_length - 2}]")
+        check(len(self.bert_layers) >= 1, "bert_layers", "name at least one hidden layer")
+        check(len(set(self.bert_layers)) == len(self.bert_layers), "bert_layers",
+              f"{self.bert_layers} names a layer twice")
+        check(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be at least 1")
+        check(self.threads >= 1, "threads", f"{self.threads} must be at least 1")
+
+
+@dataclass(frozen=True)
+class TrainSentimentParams:
+    """The RNN head on the stored states (stage train_sentiment)."""
+
+    cell: Literal["gru", "lstm"] = "gru"
+    hidden_size: int = 128  # per direction
+    layers: int = 1  # stacked bidirectional layers
+    projection: int = 128  # > 0: token states -> this many features before the RNN (cheaper)
+    pooling: Literal["last", "mean_max"] = "mean_max"  # what the output layer reads (see model)
+    dropout: float = 0.25  # on the RNN inputs, between layers and before the output
+    val_fraction: float = 0.1  # of the embedded train reviews, stratified, seeded; picks the epoch
+    lr: float = 2e-3  # AdamW
+    weight_decay: float = 1e-2
+    patience: int = 2  # stop after this many epochs without a val_accuracy gain
+    loop: LoopParams = field(
+        default_factory=lambda: LoopParams(epochs=5, batch_size=128, threads=1))
+
+    def __post_init__(self):
+        check(self.hidden_size >= 1, "hidden_size", f"{self.hidden_size} must be at least 1")
+        check(self.layers >= 1, "layers", f"{self.layers} must be at least 1")
+        check(self.projection >= 0, "projection", f"{self.projection} must be 0 (none) or more")
+        check(0 <= self.dropout < 1, "dropout", f"{self.dropout} must be in [0, 1)")
+        check(0 < self.val_fraction < 1, "val_fraction", f"{self.val_fraction} must be in (0, 1)")
+        check(self.lr > 0, "lr", f"{self.lr} must be positive")
+        check(self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} must be 0 or more")
+        check(self.patience >= 1, "patience", f"{self.patience} must be at least 1")
+
+
+@dataclass(frozen=True)
+class EvaluateSentimentParams:
+    """Test figures of the trained RNN (stage evaluate_sentiment); the test split is used once."""
+
+    batch_size: int = 256  # reviews per forward pass
+    examples: int = 12  # test reviews in the examples table (confident, wrong and unsure ones)
+    log_model: bool = True  # log the RNN to MLflow and register it as "sentiment"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 1
+
+    def __post_init__(self):
+        check(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be at least 1")
+        check(self.examples >= 0, "examples", f"{self.examples} must be 0 or more")
+        check(self.threads >= 1, "threads", f"{self.threads} must be at least 1")
+
+
+SECTIONS.update({"embed_imdb": EmbedImdbParams, "train_sentiment": TrainSentimentParams,
+                 "evaluate_sentiment": EvaluateSentimentParams})
+
+# <<< sentiment <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
+
+
+# >>> vit: train_vit, evaluate_vit >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+
+VIT_IMAGES = {"fashion_mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}  # (channels, side)
+
+
+@dataclass(frozen=True)
+class TrainVitParams:
+    """A Vision Transformer from scratch (stage train_vit); the defaults are the 2-core CPU recipe."""
+
+    dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"  # data/raw/<dataset>
+    data: ImageDataParams = field(default_factory=ImageDataParams)
+    loop: LoopParams = field(default_factory=lambda: LoopParams(threads=1))  # 1 beats 2 here
+    patch_size: int = 7  # pixels per patch side; divides the image side (28; 32 for cifar10)
+    dim: int = 64  # token width
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads; divides dim
+    mlp_dim: int = 128  # hidden width of each block's MLP
+    dropout: float = 0.0  # on token embeddings, attention output and MLP
+    stem_channels: int = 16  # two 3x3 conv-BN-ReLU layers before patchifying (0: no stem)
+    lr: float = 2e-3  # AdamW peak learning rate, per step: linear warm-up, then cosine to 0
+    weight_decay: float = 0.05  # not on biases, norms, the position embedding or the class token
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1  # training loss only; val/test losses are plain cross-entropy
+    crop_padding: int = 2  # random translations of up to this many pixels (0: none)
+    flip: bool = True  # random horizontal flips (clothes, objects; refused for digits)
+    compile: bool = False  # torch.compile the model (pays off on a GPU, not on a small CPU)
+
+    def __post_init__(self):
+        side = VIT_IMAGES[self.dataset][1]
+        fits = [size for size in range(2, side + 1) if side % size == 0]
+        check(self.patch_size >= 1 and side % self.patch_size == 0, "patch_size",
+              f"{self.patch_size} does not divide the {side}x{side} images of {self.dataset}; "
+              f"use one of {', '.join(map(str, fits))}")
+        for key in ("dim", "depth", "heads", "mlp_dim"):
+            check(getattr(self, key) >= 1, key, f"{getattr(self, key)} must be at least 1")
+        check(self.dim % self.heads == 0, "heads",
+              f"{self.heads} does not divide dim {self.dim}; "
+              f"pick heads so that dim / heads is whole")
+        check(0 <= self.dropout < 1, "dropout", f"{self.dropout} must be in [0, 1)")
+        check(self.stem_channels >= 0, "stem_channels",
+              f"{self.stem_channels} must be 0 (none) or more")
+        check(self.lr > 0, "lr", f"{self.lr} must be positive")
+        check(self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} must be 0 or more")
+        check(self.warmup_epochs >= 0, "warmup_epochs", f"{self.warmup_epochs} must be 0 or more")
+        check(0 <= self.label_smoothing < 1, "label_smoothing",
+              f"{self.label_smoothing} must be in [0, 1)")
+        check(0 <= self.crop_padding <= 8, "crop_padding", f"{self.crop_padding} must be in [0, 8]")
+        check(not (self.flip and self.dataset == "mnist"), "flip",
+              "mirrored digits are not digits (2 and 5, say); set flip: false for mnist")
+
+    def model_kwargs(self) -> dict[str, int | float]:
+        """The `ViT(...)` arguments these params describe."""
+        channels, side = VIT_IMAGES[self.dataset]
+        return {"image_size": side, "in_channels": channels, "num_classes": 10,
+                "patch_size": self.patch_size, "dim": self.dim, "depth": self.depth,
+                "heads": self.heads, "mlp_dim": self.mlp_dim, "dropout": self.dropout,
+                "stem_channels": self.stem_channels}
+
+
+SECTIONS.update({"train_vit": TrainVitParams})
+
+# <<< vit <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<
 
 
 # ----------------------------------------------------------------------------------------- parsing

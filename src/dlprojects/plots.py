@@ -110,3 +110,91 @@ def probability_bars(images: np.ndarray, probabilities: np.ndarray, labels: np.n
         bar_axis.set_title(f"predicted: {class_names[predicted]} ({probs[predicted]:.2f})", fontsize=8)
     axes[-1][1].set_xlabel("predicted probability")
     return _save(figure, path)
+
+
+def roc_pr_curves(curves: dict[str, dict[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
+    """ROC (left) and precision-recall (right) curves of binary classifiers, one colour per run.
+
+    `curves[run]` holds arrays fpr, tpr, recall, precision and the areas roc_auc and
+    average_precision (shown in the legend)."""
+    figure, (roc_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 4.4))
+    for colour, (run, curve) in zip(plt.cm.tab10.colors, curves.items()):
+        roc_axis.plot(curve["fpr"], curve["tpr"], color=colour,
+                      label=f"{run} (AUC {curve['roc_auc']:.3f})")
+        pr_axis.plot(curve["recall"], curve["precision"], color=colour,
+                     label=f"{run} (AP {curve['average_precision']:.3f})")
+    roc_axis.plot([0, 1], [0, 1], ":", color="gray", label="chance")
+    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate",
+                 title=f"{title} ROC".strip(), xlim=(0, 1), ylim=(0, 1.01))
+    pr_axis.set(xlabel="recall", ylabel="precision", title=f"{title} precision-recall".strip(),
+                xlim=(0, 1), ylim=(0, 1.01))
+    for axis in (roc_axis, pr_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right" if axis is roc_axis else "lower left")
+    return _save(figure, path)
+
+
+# >>> vit: attention maps and patches >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+
+
+def _show(axis, image: np.ndarray, **kwargs) -> None:
+    axis.imshow(image, cmap="gray" if image.ndim == 2 else None, **kwargs)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def attention_maps(images: np.ndarray, rollouts: np.ndarray, captions: Sequence[str], path: Path, *,
+                   title: str = "") -> Path:
+    """Each image (N, H, W) or (N, H, W, 3) above its attention map (N, P) from the class token to
+    the P = g*g patches (attention rollout), one cell per patch, stretched to the map's own range
+    (rollout keeps a large uniform share from the residual paths; the contrast is what it shows)."""
+    count, height, width = images.shape[:3]
+    side = int(round(np.sqrt(rollouts.shape[1])))
+    maps = rollouts.reshape(count, side, side)
+    figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6), squeeze=False)
+    for column, (image, heat, caption) in enumerate(zip(images, maps, captions)):
+        _show(axes[0, column], image)
+        axes[0, column].set_title(caption, fontsize=7)
+        _show(axes[1, column], image, alpha=0.55)
+        spread = float(heat.max() - heat.min())
+        axes[1, column].imshow((heat - heat.min()) / max(spread, 1e-12), cmap="inferno", alpha=0.6,
+                               vmin=0, vmax=1, interpolation="nearest",
+                               extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    axes[0, 0].set_ylabel("test image", fontsize=8)
+    axes[1, 0].set_ylabel("class-token\nattention", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def patch_grid(image: np.ndarray, patch_size: int, path: Path, *, title: str = "") -> Path:
+    """One image (H, W) or (H, W, 3) with its patch grid drawn (left), and its patches apart in the
+    order the ViT reads them, numbered by token position (0 is the class token) (right)."""
+    height, width = image.shape[:2]
+    rows, columns = height // patch_size, width // patch_size
+    figure = plt.figure(figsize=(9, 4.4))
+    outer = figure.add_gridspec(1, 2, width_ratios=[1, 1], wspace=0.15)
+    whole = figure.add_subplot(outer[0])
+    _show(whole, image)
+    for edge in range(1, rows):
+        whole.axhline(edge * patch_size - 0.5, color="tab:red", linewidth=1)
+    for edge in range(1, columns):
+        whole.axvline(edge * patch_size - 0.5, color="tab:red", linewidth=1)
+    whole.set_title(f"{height}x{width} image, {patch_size}x{patch_size} patches", fontsize=9)
+    cells = outer[1].subgridspec(rows, columns, wspace=0.08, hspace=0.25)
+    low, high = float(image.min()), float(image.max())
+    for row, column in np.ndindex(rows, columns):
+        axis = figure.add_subplot(cells[row, column])
+        patch = image[row * patch_size:(row + 1) * patch_size,
+                      column * patch_size:(column + 1) * patch_size]
+        _show(axis, patch, **({"vmin": low, "vmax": high} if image.ndim == 2 else {}))
+        axis.set_title(str(1 + row * columns + column), fontsize=6, pad=1)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # tight_layout cannot place nested grids
+    plt.close(figure)
+    return path
+
+# <<< vit <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<

@@ -248,3 +248,50 @@ def source_for(name: str, *, bert_model: str = "all-MiniLM-L6-v2") -> Source:
 
 
 SOURCE_NAMES = ("mnist", "fashion_mnist", "imdb", "bert")
+
+
+# >>> vit: CIFAR-10 >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+# No package registry ships CIFAR-10, so it has only its canonical URL: offline, its download fails
+# with the message that names download.cifar10.mirrors. It is not in SOURCE_NAMES (the sources every
+# machine can fetch, which the download stages and the offline tests use).
+
+CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10(root, download=False) reads root/<this>
+CIFAR10_FILES = {  # the md5s torchvision checks
+    f"{CIFAR10_FOLDER}/data_batch_1": "md5:c99cafc152244af753f735de768cd75f",
+    f"{CIFAR10_FOLDER}/data_batch_2": "md5:d4bba439e000b95fd0a9bffe97cbabec",
+    f"{CIFAR10_FOLDER}/data_batch_3": "md5:54ebc095f3ab1f0389bbae665268c751",
+    f"{CIFAR10_FOLDER}/data_batch_4": "md5:634d18415352ddfa80567beed471001a",
+    f"{CIFAR10_FOLDER}/data_batch_5": "md5:482c414d41f54cd18b22e5b47cb7c3cb",
+    f"{CIFAR10_FOLDER}/test_batch": "md5:40351d587109b95175f43aff81a1287e",
+    f"{CIFAR10_FOLDER}/batches.meta": "md5:5ff9c542aee3614f3951f8cda6e48888",
+}
+CIFAR10_TARBALL = "cifar-10-python.tar.gz"
+
+
+def _cifar10_from_tarball(fetched: Path, staging: Path) -> None:
+    """Keep the pickled batches and meta of the tarball's cifar-10-batches-py/ (not its readme)."""
+    try:
+        with tarfile.open(fetched / CIFAR10_TARBALL) as archive:
+            for name in CIFAR10_FILES:
+                member = archive.extractfile(name)
+                if member is None:
+                    raise MirrorError(f"{name} in {CIFAR10_TARBALL} is not a file")
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_bytes(member.read())
+    except KeyError as error:
+        raise MirrorError(f"{error.args[0]} not found in {CIFAR10_TARBALL}") from None
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise MirrorError(f"{CIFAR10_TARBALL} is not a complete tar.gz ({error})") from None
+
+
+CIFAR10 = Source(
+    name="cifar10",
+    files=CIFAR10_FILES,
+    mirrors=((Url("https://www.cs.toronto.edu/~kriz/",
+                  ((CIFAR10_TARBALL, "md5:c58f30108f718f92721af3b95e74349a"),)),
+              _cifar10_from_tarball),),
+)
+
+URL_ONLY_SOURCES = {"cifar10": CIFAR10}  # sources with no offline mirror: fetched on demand
+
+# <<< vit <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<

@@ -1,0 +1,34 @@
+"""Stage embed_imdb: frozen-BERT hidden states of IMDB reviews, stored compactly for the RNN."""
+
+import argparse
+import time
+from pathlib import Path
+
+from dlprojects.config import load_section
+from dlprojects.data.imdb import build_store, store_bytes
+from dlprojects.errors import run_main
+from dlprojects.training import select_device, set_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("imdb", type=Path, help="data/raw/imdb")
+    parser.add_argument("bert", type=Path, help="data/raw/bert")
+    parser.add_argument("out", type=Path, help="data/embeddings/imdb")
+    args = parser.parse_args()
+    params = load_section("embed_imdb")
+
+    set_threads(params.threads)
+    device = select_device(params.device)
+    started = time.perf_counter()
+    meta = build_store(args.imdb, args.bert, args.out, params, device)
+    seconds = time.perf_counter() - started
+    reviews = sum(split["reviews"] for split in meta["splits"].values())
+    tokens = sum(split["tokens"] for split in meta["splits"].values())
+    print(f"embed_imdb: {reviews} reviews, {tokens} tokens in {seconds:.0f} s "
+          f"({reviews / seconds:.1f} reviews/s, {tokens / seconds:.0f} tokens/s on {device}); "
+          f"{args.out} holds {store_bytes(args.out) / 1e6:.0f} MB (fp16, real tokens only)")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,89 @@
+"""Stage evaluate_sentiment: test figures of the trained RNN (the test split's only use), added to
+its MLflow run: metrics, ROC and precision-recall curves, confusion matrix, example reviews."""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlprojects import plots, tracking
+from dlprojects.config import load_section
+from dlprojects.data.imdb import load_split, read_reviews
+from dlprojects.errors import run_main
+from dlprojects.evaluation import best_of_history, write_json
+from dlprojects.models.sentiment import (ReviewBatches, binary_metrics, curves, example_reviews,
+                                         load_rnn, write_columns, write_examples)
+from dlprojects.training import predict, select_device, set_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("embeddings", type=Path, help="data/embeddings/imdb")
+    parser.add_argument("imdb", type=Path, help="data/raw/imdb (the example reviews' text)")
+    parser.add_argument("model_dir", type=Path, help="models/sentiment")
+    parser.add_argument("reports", type=Path, help="reports/sentiment (holds history.csv)")
+    args = parser.parse_args()
+    params = load_section("evaluate_sentiment")
+
+    set_threads(params.threads)
+    device = select_device(params.device)
+    rnn, saved = load_rnn(args.model_dir)
+    store = load_split(args.embeddings, "test")
+    batches = ReviewBatches(store, np.arange(len(store)), params.batch_size, device=device)
+    probabilities, labels = predict(rnn.to(device), batches(), device,
+                                    amp=saved["train"]["loop"]["amp"])
+    positive, labels = probabilities[:, 1].double().numpy(), labels.numpy()
+
+    test = binary_metrics(labels, positive)
+    history = plots.read_history(args.reports / "history.csv")
+    best_epoch = int(max(history, key=lambda row: row["val_accuracy"])["epoch"])
+    metrics = ({f"test_{name}": value for name, value in test.items()}
+               | best_of_history(history)
+               | {"best_epoch": best_epoch, "epochs_run": len(history),
+                  "test_reviews": len(labels)})
+    write_json(metrics, args.reports / "metrics.json")
+
+    roc, pr = curves(labels, positive)
+    texts, _ = read_reviews(args.imdb / "test.jsonl")
+    examples = example_reviews([texts[row] for row in store.rows], labels, positive,
+                               params.examples)
+    cell = f"bi-{saved['model']['cell'].upper()}"
+    outputs = [
+        write_columns(roc, args.reports / "roc.csv"),
+        write_columns(pr, args.reports / "pr.csv"),
+        plots.loss_curves({cell: history}, args.reports / "loss_curves.png", title="IMDB"),
+        plots.roc_pr_curves({cell: {**roc, **pr, **test}}, args.reports / "roc_pr.png",
+                            title="IMDB test"),
+        plots.confusion_figure(plots.confusion_matrix(labels, (positive >= 0.5).astype(int), 2),
+                               ["negative", "positive"], args.reports / "confusion.png",
+                               title=f"IMDB test, accuracy {test['accuracy']:.3f}"),
+    ]
+    write_examples(examples, args.reports / "examples.csv", args.reports / "examples.md")
+    outputs += [args.reports / "examples.csv", args.reports / "examples.md",
+                args.reports / "metrics.json"]
+
+    with tracking.resume_run(args.model_dir / "mlflow_run.json"):
+        tracking.log_summary(metrics)
+        tracking.log_artifacts(outputs, artifact_path="evaluation")
+        if params.log_model:
+            import mlflow.pytorch
+
+            import dlprojects
+
+            started = time.perf_counter()
+            # pickle, not pt2: pt2 traces one input shape and reviews vary in length
+            mlflow.pytorch.log_model(rnn.cpu(), name="model", registered_model_name="sentiment",
+                                     serialization_format="pickle",
+                                     code_paths=[str(Path(dlprojects.__file__).parent)],
+                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                                       "numpy"])
+            print(f"evaluate_sentiment: logged the RNN to MLflow in "
+                  f"{time.perf_counter() - started:.1f} s", flush=True)
+    print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
+          f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,96 @@
+"""Stage evaluate_vit: test figures of the trained ViT, its curves, confusion matrix, attention
+rollout maps and one image cut into patches."""
+
+import argparse
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlprojects import plots, tracking
+from dlprojects.config import load_section
+from dlprojects.data.cifar import load_splits, normalised_tensor
+from dlprojects.errors import run_main
+from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
+from dlprojects.models.checkpoints import load_weights
+from dlprojects.models.vit import ViT, attention_rollout
+from dlprojects.training import TensorBatches, predict, select_device, set_threads
+
+SAMPLES = 8  # test images under the attention maps: one per class, the first two classes again
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data", type=Path, help="data/raw/<train_vit.dataset>")
+    parser.add_argument("model_dir", type=Path, help="models/vit")
+    parser.add_argument("reports", type=Path, help="reports/vit (history in, figures out)")
+    args = parser.parse_args()
+    params = load_section("train_vit")
+    set_threads(params.loop.threads)
+    device = select_device(params.loop.device)
+    splits = load_splits(params.dataset, args.data, validation_size=params.data.validation_size,
+                         seed=params.data.seed, test_samples=params.data.test_samples)
+    test_images = normalised_tensor(splits.test_images, params.dataset, device)
+    test = TensorBatches(test_images, torch.from_numpy(splits.test_labels).to(device), 500)
+    names = splits.class_names
+
+    model = load_weights(ViT(**params.model_kwargs()), args.model_dir / "model.safetensors")
+    model.to(device).eval()
+    probabilities, labels = (t.numpy() for t in predict(model, test(), device, params.loop.amp))
+    predictions = probabilities.argmax(axis=1)
+    matrix = plots.confusion_matrix(labels, predictions, len(names))
+    history = plots.read_history(args.reports / "history.csv")
+    true_class_probability = probabilities[np.arange(len(labels)), labels]
+    metrics = {"dataset": params.dataset,
+               "test_accuracy": float((predictions == labels).mean()),
+               "test_loss": float(-np.log(true_class_probability + 1e-12).mean()),
+               "best_epoch": int(max(history, key=lambda row: row["val_accuracy"])["epoch"]),
+               "epochs": len(history),
+               "train_seconds": sum(row["epoch_seconds"] for row in history),
+               "median_epoch_seconds": statistics.median(row["epoch_seconds"] for row in history),
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "per_class_accuracy": per_class_accuracy(matrix, names)}
+
+    chosen = _one_per_class(labels, SAMPLES)
+    with torch.inference_mode():
+        _, attentions = model(test_images[chosen], return_attention=True)
+    rollouts = attention_rollout(attentions).float().cpu().numpy()  # (SAMPLES, patches)
+    captions = [names[labels[i]] if predictions[i] == labels[i]
+                else f"{names[labels[i]]}\n(predicted {names[predictions[i]]})" for i in chosen]
+    title = f"ViT on {params.dataset}"
+    figures = [
+        plots.loss_curves({"vit": history}, args.reports / "loss_curves.png",
+                          splits=("train", "val"), title=title),
+        plots.confusion_figure(matrix, names, args.reports / "confusion.png",
+                               title=f"{title}: test confusion matrix"),
+        plots.attention_maps(splits.test_images[chosen], rollouts, captions,
+                             args.reports / "attention.png",
+                             title="attention rollout from the class token over the patches"),
+        plots.patch_grid(splits.test_images[chosen[0]], params.patch_size,
+                         args.reports / "patches.png",
+                         title=f"a test {names[labels[chosen[0]]]} as the ViT sees it"),
+    ]
+    write_json(metrics, args.reports / "metrics.json")
+    with tracking.resume_run(args.model_dir / "mlflow_run.json"):
+        tracking.log_summary({k: v for k, v in metrics.items()
+                              if isinstance(v, (int, float)) and k != "epochs"}
+                             | best_of_history(history))
+        tracking.log_artifacts([*figures, args.reports / "metrics.json"], artifact_path="figures")
+    print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}")
+
+
+def _one_per_class(labels: np.ndarray, count: int) -> np.ndarray:
+    """The first test images of each class in turn: a fixed choice, so figures compare across runs."""
+    chosen: list[int] = []
+    classes = np.unique(labels)
+    while len(chosen) < min(count, len(labels)):
+        for label in classes:
+            left = np.flatnonzero((labels == label) & ~np.isin(np.arange(len(labels)), chosen))
+            if len(left) and len(chosen) < count:
+                chosen.append(int(left[0]))
+    return np.array(chosen)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,35 @@
+"""Probability that a review is positive, from the pipeline's trained RNN and the same BERT.
+
+    python pipeline/predict_sentiment.py "A moving, beautifully shot film."
+    cat review.txt | python pipeline/predict_sentiment.py -
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from dlprojects.errors import run_main
+from dlprojects.models.sentiment import SentimentPredictor, check_texts
+from dlprojects.training import select_device, set_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("texts", nargs="+", help="review texts; '-' reads one from stdin")
+    parser.add_argument("--model", type=Path, default=Path("models/sentiment"))
+    parser.add_argument("--bert", type=Path, default=Path("data/raw/bert"))
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    texts = [sys.stdin.read() if text == "-" else text for text in args.texts]
+    check_texts(texts)  # before loading anything
+
+    set_threads(args.threads)
+    predictor = SentimentPredictor.load(args.model, args.bert, device=select_device(args.device))
+    for probability in predictor(texts):
+        print(f"{probability:.4f}")
+
+
+if __name__ == "__main__":
+    run_main(main)

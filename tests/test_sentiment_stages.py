@@ -1,0 +1,120 @@
+"""The three sentiment stage scripts end to end on a few dozen synthetic reviews and a tiny BERT,
+then the predict command, and stage errors that stop before any work."""
+
+from __future__ import annotations
+
+import csv
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from test_sentiment import write_tiny_bert, write_tiny_imdb
+
+pytestmark = pytest.mark.slow
+
+PARAMS = {
+    "embed_imdb": {"train_samples": 40, "test_samples": 24, "seed": 0, "max_length": 64,
+                   "truncation": "head_tail", "head_tokens": 16, "bert_layers": [-2, -1],
+                   "batch_size": 8, "device": "cpu", "amp": True, "threads": 1},
+    "train_sentiment": {"hidden_size": 16, "projection": 8, "patience": 2,
+                        "loop": {"epochs": 3, "batch_size": 8, "device": "cpu", "threads": 1}},
+    "evaluate_sentiment": {"examples": 6, "device": "cpu", "threads": 1, "log_model": True},
+}
+
+
+def stage(script: str, *args: str) -> None:
+    """Run a pipeline script in this process, as `python pipeline/<script> args` would."""
+    argv = sys.argv
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(str(ROOT / "pipeline" / script), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sentiment")
+    write_tiny_imdb(root / "data/raw/imdb", per_split=48)
+    write_tiny_bert(root / "data/raw/bert")
+    (root / "dvc.yaml").write_text("stages: {}\n")  # marks the project root (mlflow.db goes here)
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        stage("embed_imdb.py", "data/raw/imdb", "data/raw/bert", "data/embeddings/imdb")
+        stage("train_sentiment.py", "data/embeddings/imdb", "models/sentiment",
+              "reports/sentiment/history.csv")
+        stage("evaluate_sentiment.py", "data/embeddings/imdb", "data/raw/imdb", "models/sentiment",
+              "reports/sentiment")
+        yield root
+
+
+def test_the_stages_write_their_outs(project):
+    meta = json.loads((project / "data/embeddings/imdb/meta.json").read_text())
+    assert meta["splits"]["train"]["reviews"] == 40 and meta["splits"]["test"]["reviews"] == 24
+    assert (project / "models/sentiment/model.safetensors").exists()
+    history = list(csv.DictReader((project / "reports/sentiment/history.csv").open()))
+    assert 1 <= len(history) <= 3 and "val_accuracy" in history[0]
+    assert not any(key.startswith("test_") for key in history[0])  # the test split is seen once
+    metrics = json.loads((project / "reports/sentiment/metrics.json").read_text())
+    for key in ("test_accuracy", "test_f1", "test_roc_auc", "best_val_accuracy", "best_epoch"):
+        assert 0 <= metrics[key] <= 3
+    assert metrics["test_reviews"] == 24
+    roc = list(csv.DictReader((project / "reports/sentiment/roc.csv").open()))
+    assert list(roc[0]) == ["fpr", "tpr", "threshold"] and float(roc[-1]["tpr"]) == 1.0
+    for name in ("pr.csv", "loss_curves.png", "roc_pr.png", "confusion.png", "examples.csv"):
+        assert (project / "reports/sentiment" / name).stat().st_size > 0
+    table = (project / "reports/sentiment/examples.md").read_text().splitlines()
+    assert table[0].startswith("| P(positive) |") and len(table) == 2 + 6
+
+
+def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(project):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run_id = json.loads((project / "models/sentiment/mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert {"val_accuracy", "test_accuracy", "test_roc_auc", "best_epoch"} <= set(run.data.metrics)
+    assert run.data.params["embed_imdb.max_length"] == "64"
+    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert "evaluation/roc_pr.png" in artifacts and "evaluation/examples.md" in artifacts
+    assert client.get_registered_model("sentiment").latest_versions
+
+
+def test_predict_prints_probabilities_and_rejects_empty_text(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    stage("predict_sentiment.py", "great wonderful film", "awful boring waste", "--threads", "1")
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2 and all(0 < float(p) < 1 for p in printed)
+    with pytest.raises(SystemExit) as exit_:
+        stage("predict_sentiment.py", "  ")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: review 1 of 1 is empty (or only whitespace and <br /> tags); "
+        "give the text of a review")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"max_length": 600}, "error: embed_imdb.max_length: 600 exceeds the 128 positions of the "
+                          "BERT in data/raw/bert; use at most 128"),
+    ({"head_tokens": 70}, "error: embed_imdb.head_tokens: 70 must be in [0, max_length - 2 = 62]"),
+])
+def test_embed_stage_errors_are_one_line_and_write_nothing(project, monkeypatch, capsys, override,
+                                                           message):
+    monkeypatch.chdir(project)
+    params = {**PARAMS, "embed_imdb": {**PARAMS["embed_imdb"], **override}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            stage("embed_imdb.py", "data/raw/imdb", "data/raw/bert", "data/embeddings/other")
+    finally:
+        (project / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (project / "data/embeddings/other").exists()

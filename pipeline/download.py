@@ -1,17 +1,21 @@
-"""Stage download@<name>: fetch a data source from its mirrors into data/raw/<name>, verified."""
+"""Stage download@<name>: fetch a data source from its mirrors into data/raw/<name>, verified.
+
+Also fetches cifar10, which has no offline mirror and so no stage:
+    python pipeline/download.py cifar10 data/raw/cifar10
+"""
 
 import argparse
 from pathlib import Path
 
 from dlprojects.config import load_section
 from dlprojects.data.download import download
-from dlprojects.data.sources import SOURCE_NAMES, source_for
+from dlprojects.data.sources import SOURCE_NAMES, URL_ONLY_SOURCES, source_for
 from dlprojects.errors import run_main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("name", choices=SOURCE_NAMES)
+    parser.add_argument("name", choices=[*SOURCE_NAMES, *URL_ONLY_SOURCES])
     parser.add_argument("out", type=Path, help="folder for the canonical files")
     args = parser.parse_args()
     params = getattr(load_section("download"), args.name)

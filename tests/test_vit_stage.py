@@ -8,7 +8,10 @@ import importlib.util
 import io
 import math
 import pickle
+import os
 import socket
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -205,3 +208,18 @@ def test_attention_maps_and_patch_grid_write_pngs(tmp_path, side, channels, patc
                plots.patch_grid(images[0], patch, tmp_path / "sub/patches.png", title="patches")]
     for path in written:
         assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_offline_the_cifar10_download_command_fails_cleanly_and_writes_nothing(tmp_path):
+    out = tmp_path / "data/raw/cifar10"
+    offline = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+               "NO_PROXY": ""}  # a closed port: offline even where the internet is reachable
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline/download.py"), "cifar10",
+                             str(out)], cwd=ROOT, env=offline, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: no mirror of 'cifar10' delivered verified files (tried: "
+        "https://www.cs.toronto.edu/~kriz/); add a URL serving the canonical files to "
+        "download.cifar10.mirrors in params.yaml")
+    assert list((tmp_path / "data/raw").iterdir()) == []  # no partial folder, no scratch left

@@ -201,7 +201,7 @@ IMDB_REVIEWS_PER_SPLIT = 25_000
 class EmbedImdbParams:
     """Frozen-BERT token states of IMDB reviews (stage embed_imdb); download.bert.model picks it."""
 
-    train_samples: int = 8000  # seeded balanced subset of the 25,000 train reviews (0: all)
+    train_samples: int = 4000  # seeded balanced subset of the 25,000 train reviews (0: all)
     test_samples: int = 2000  # likewise of the 25,000 test reviews (0: all)
     seed: int = 0  # which reviews the subsets keep
     max_length: int = 256  # tokens per review incl. [CLS] and [SEP]; at most the BERT's positions
@@ -212,7 +212,7 @@ class EmbedImdbParams:
     batch_size: int = 32  # reviews per BERT forward pass (batches hold reviews of similar length)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else CPU
     amp: bool = True  # bf16 autocast, CUDA only
-    threads: int = 1  # CPU threads for torch (a 2nd one was slower on a shared 2-core CPU)
+    threads: int = 2  # CPU threads for torch
 
     def __post_init__(self):
         for key in ("train_samples", "test_samples"):
@@ -244,7 +244,7 @@ class TrainSentimentParams:
     weight_decay: float = 1e-2
     patience: int = 2  # stop after this many epochs without a val_accuracy gain
     loop: LoopParams = field(
-        default_factory=lambda: LoopParams(epochs=5, batch_size=128, threads=1))
+        default_factory=lambda: LoopParams(epochs=5, batch_size=128, threads=2))
 
     def __post_init__(self):
         check(self.hidden_size >= 1, "hidden_size", f"{self.hidden_size} must be at least 1")
@@ -265,7 +265,7 @@ class EvaluateSentimentParams:
     examples: int = 12  # test reviews in the examples table (confident, wrong and unsure ones)
     log_model: bool = True  # log the RNN to MLflow and register it as "sentiment"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 1
+    threads: int = 2
 
     def __post_init__(self):
         check(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be at least 1")
@@ -290,7 +290,7 @@ class TrainVitParams:
 
     dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"  # data/raw/<dataset>
     data: ImageDataParams = field(default_factory=ImageDataParams)
-    loop: LoopParams = field(default_factory=lambda: LoopParams(threads=1))  # 1 beats 2 here
+    loop: LoopParams = field(default_factory=LoopParams)
     patch_size: int = 7  # pixels per patch side; divides the image side (28; 32 for cifar10)
     dim: int = 64  # token width
     depth: int = 4  # transformer blocks
@@ -302,7 +302,7 @@ class TrainVitParams:
     weight_decay: float = 0.05  # not on biases, norms, the position embedding or the class token
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1  # training loss only; val/test losses are plain cross-entropy
-    crop_padding: int = 2  # random translations of up to this many pixels (0: none)
+    crop_padding: int = 0  # random translations of up to this many pixels (0: none)
     flip: bool = True  # random horizontal flips (clothes, objects; refused for digits)
     compile: bool = False  # torch.compile the model (pays off on a GPU, not on a small CPU)
 

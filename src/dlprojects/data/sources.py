@@ -244,7 +244,8 @@ BERT_BASE = Source(
 def source_for(name: str, *, bert_model: str = "all-MiniLM-L6-v2") -> Source:
     if name == "bert":
         return MINILM if bert_model == "all-MiniLM-L6-v2" else BERT_BASE
-    return {"mnist": MNIST, "fashion_mnist": FASHION_MNIST, "imdb": IMDB}[name]
+    return {"mnist": MNIST, "fashion_mnist": FASHION_MNIST, "imdb": IMDB,
+            "cifar10": CIFAR10}[name]
 
 
 SOURCE_NAMES = ("mnist", "fashion_mnist", "imdb", "bert")

@@ -70,7 +70,8 @@ def test_repro_runs_every_stage_and_a_second_repro_has_nothing_to_do(project):
 def test_metrics_plots_and_mlflow_runs_exist(project):
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     shown = json.dumps(metrics)
-    for name in ("backprop/mlp/metrics.json", "backprop/cnn/metrics.json", "fashion/metrics.json"):
+    for name in ("backprop/mlp/metrics.json", "backprop/cnn/metrics.json", "fashion/metrics.json",
+                 "sentiment/metrics.json", "vit/metrics.json"):
         assert name in shown
     fashion = json.loads((project / "reports/fashion/metrics.json").read_text())
     assert 0 < fashion["improved"]["test_accuracy"] <= 1
@@ -79,14 +80,24 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
-    for experiment in ("backprop", "fashion"):
+    for experiment, count in (("backprop", 2), ("fashion", 2), ("sentiment", 1), ("vit", 1)):
         runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-        assert len(runs) == 2
+        assert len(runs) == count
         for found in runs:
             assert found.data.tags["git.commit"] == commit
             assert found.data.tags["dvc.stage"].startswith("train_")
             assert found.data.tags[next(t for t in found.data.tags if t.startswith("data."))].endswith(".dir")
             assert "test_accuracy" in found.data.metrics
+    sentiment = json.loads((project / "reports/sentiment/metrics.json").read_text())
+    assert sentiment["test_reviews"] == 80 and 0 <= sentiment["test_roc_auc"] <= 1
+    examples = (project / "reports/sentiment/examples.md").read_text().splitlines()
+    assert len(examples) == 2 + 4  # header, rule, evaluate_sentiment.examples rows
+    vit = json.loads((project / "reports/vit/metrics.json").read_text())
+    assert vit["dataset"] == "fashion_mnist" and 0 < vit["test_accuracy"] <= 1
+    for figure in ("attention.png", "patches.png", "confusion.png", "loss_curves.png"):
+        assert (project / "reports/vit" / figure).read_bytes()[:4] == b"\x89PNG"
+    predicted = run([sys.executable, "pipeline/predict_sentiment.py", "A fine film."], project)
+    assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
 
 
 def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):

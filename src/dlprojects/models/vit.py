@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = ["PatchEmbedding", "Attention", "FeedForward", "Block", "ViT", "patchify", "unpatchify",
            "attention_rollout"]
@@ -75,6 +76,11 @@ class Attention(nn.Module):
         if return_attention:
             attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, H, N, N)
             out = attn @ v                                                 # (B, H, N, d)
+        elif q.device.type == "cpu":
+            # PyTorch's fused CPU kernel trains 1.3x slower than its math kernel on these short
+            # sequences (17 tokens); CUDA keeps its own choice of kernel.
+            with sdpa_kernel(SDPBackend.MATH):
+                out = F.scaled_dot_product_attention(q, k, v)              # (B, H, N, d)
         else:
             out = F.scaled_dot_product_attention(q, k, v)                  # (B, H, N, d)
         out = out.transpose(1, 2).reshape(b, n, d)                         # (B, N, D)

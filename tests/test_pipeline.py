@@ -80,9 +80,11 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    every_run = []
     for experiment, count in (("backprop", 2), ("fashion", 2), ("sentiment", 1), ("vit", 1)):
         runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         assert len(runs) == count
+        every_run += runs
         for found in runs:
             assert found.data.tags["git.commit"] == commit
             assert found.data.tags["dvc.stage"].startswith("train_")
@@ -96,6 +98,12 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     assert vit["dataset"] == "fashion_mnist" and 0 < vit["test_accuracy"] <= 1
     for figure in ("attention.png", "patches.png", "confusion.png", "loss_curves.png"):
         assert (project / "reports/vit" / figure).read_bytes()[:4] == b"\x89PNG"
+    page = (project / "reports/index.html").read_text()
+    for found in every_run:  # each run id is on the report page
+        assert found.info.run_id in page
+    table = [line for line in (project / "reports/README.md").read_text().splitlines()
+             if line.startswith("| ") and "%" in line]
+    assert len(table) == 6 and "<script" not in page
     predicted = run([sys.executable, "pipeline/predict_sentiment.py", "A fine film."], project)
     assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
 

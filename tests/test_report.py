@@ -1,0 +1,87 @@
+"""The report stage against a real SQLite MLflow store: a self-contained page and a Markdown twin."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import ROOT
+from dlprojects.errors import UserError
+from dlprojects.report import RESULTS, write_report
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def fake_results(root: Path, client: mlflow.MlflowClient) -> dict[str, str]:
+    """Metrics, figures and one MLflow run per row, as the evaluate stages leave them."""
+    run_ids = {}
+    accuracy = 0.9
+    for number, result in enumerate(RESULTS):
+        metrics_path = root / "reports" / result.metrics
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        target = metrics
+        for key in result.key[:-1]:
+            target = target.setdefault(key, {})
+        target[result.key[-1]] = accuracy + number / 1000
+        if result.project == "vit":
+            metrics["dataset"] = "fashion_mnist"
+        metrics_path.write_text(json.dumps(metrics))
+        (metrics_path.parent / "confusion.png").write_bytes(PNG)
+        experiment = client.get_experiment_by_name(result.project)
+        experiment_id = (experiment.experiment_id if experiment
+                         else client.create_experiment(result.project))
+        run = client.create_run(experiment_id, tags={"git.commit": f"{number:040d}",
+                                                     "git.dirty": "false"})
+        run_file = root / result.run_file
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+        run_ids[result.run_file] = run.info.run_id
+    return run_ids
+
+
+def test_the_page_is_self_contained_and_names_every_run(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_ids = fake_results(tmp_path, client)
+    page, readme = write_report(tmp_path, client)
+
+    text = page.read_text()
+    assert not re.search(r"<script|<link|@import|url\(|src=\"(?!data:image/png;base64,)", text)
+    assert not re.search(r"https?://", text)
+    for run_id in run_ids.values():
+        assert run_id in text and run_id in readme.read_text()
+    assert "90.00%" in text and "90.50%" in text  # first and last rows' accuracies
+    assert "92.3% (small ViT from scratch)" in text and "91.58%" in text
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 5 and all(base64.b64decode(image) == PNG for image in images)
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", readme.read_text())
+    assert links and all((tmp_path / "reports" / link).exists() for link in links)
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir() if p.is_file()) == [
+        "README.md", "index.html"]  # no partial file left behind
+
+
+def test_a_missing_result_names_the_fix_and_writes_nothing(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fake_results(tmp_path, client)
+    (tmp_path / "reports/vit/metrics.json").unlink()
+    with pytest.raises(UserError, match=r"vit/metrics.json not found; run `dvc repro`"):
+        write_report(tmp_path, client)
+    assert not (tmp_path / "reports/index.html").exists()
+
+
+def test_the_stage_script_fails_in_one_line_without_results(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline/report.py"), str(tmp_path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                 "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ")
+    assert "metrics.json not found; run `dvc repro`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

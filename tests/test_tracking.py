@@ -69,3 +69,33 @@ def test_an_unreachable_server_is_reported_before_any_work(project, monkeypatch)
         with tracking.start_run("fashion", Params(), inputs=[], device="cpu"):
             pytest.fail("the run body must not start")
     assert time.perf_counter() - started < 10
+
+
+def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experiment(project,
+                                                                                    monkeypatch):
+    from dlprojects import lineage
+    from dlprojects.errors import UserError
+
+    monkeypatch.setenv("DVC_STAGE", "train_vit")
+    monkeypatch.setenv("DVC_EXP_NAME", "deeper-vit")
+    with tracking.start_run("vit", Params(), inputs=["data/raw/mnist"], device="cpu") as run:
+        tracking.log_summary({"test_accuracy": 0.9})
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+
+    described = lineage.describe_run(client, run.info.run_id)
+    assert f"git commit  {commit}\n" in described  # a clean tree: no warning
+    assert "dvc stage   train_vit" in described and "dvc exp     deeper-vit" in described
+    assert "data        data/raw/mnist  0123abcd.dir" in described
+    assert described.endswith(f"restore:\n  git checkout {commit}\n"
+                              "  dvc checkout train_vit   # from the local cache, or:\n"
+                              "  dvc pull train_vit")
+
+    listed = lineage.describe_experiment(client, "deeper-vit")
+    assert listed.splitlines()[0] == "dvc exp deeper-vit: 1 MLflow run(s)"
+    assert f"{run.info.run_id}  train_vit  test_accuracy 0.9000" in listed
+    with pytest.raises(UserError, match="no MLflow run is tagged with DVC experiment 'other'"):
+        lineage.describe_experiment(client, "other")
+    with pytest.raises(UserError, match="no MLflow run 'missing'"):
+        lineage.describe_run(client, "missing")

@@ -57,6 +57,9 @@ def main() -> None:
             tracking.log_summary({k: v for k, v in metrics[variant].items() if k != "per_class_accuracy"}
                                  | best_of_history(histories[variant]))
             tracking.log_artifacts(figures, artifact_path="figures")
+            # models:/fashion/latest is the improved model; the others are fashion-<variant>
+            tracking.log_torch_model(model, "fashion" if variant == "improved"
+                                     else f"fashion-{variant}")
     curves = plots.loss_curves(histories, args.reports / "loss_curves.png", splits=("train", "test"),
                                title="FashionMNIST")
     if "baseline" in metrics:

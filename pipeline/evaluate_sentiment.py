@@ -2,11 +2,9 @@
 its MLflow run: metrics, ROC and precision-recall curves, confusion matrix, example reviews."""
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dlprojects import plots, tracking
 from dlprojects.config import load_section
@@ -68,19 +66,8 @@ def main() -> None:
         tracking.log_summary(metrics)
         tracking.log_artifacts(outputs, artifact_path="evaluation")
         if params.log_model:
-            import mlflow.pytorch
-
-            import dlprojects
-
-            started = time.perf_counter()
-            # pickle, not pt2: pt2 traces one input shape and reviews vary in length
-            mlflow.pytorch.log_model(rnn.cpu(), name="model", registered_model_name="sentiment",
-                                     serialization_format="pickle",
-                                     code_paths=[str(Path(dlprojects.__file__).parent)],
-                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                                       "numpy"])
-            print(f"evaluate_sentiment: logged the RNN to MLflow in "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)
+            seconds = tracking.log_torch_model(rnn, "sentiment")
+            print(f"evaluate_sentiment: logged the RNN to MLflow in {seconds:.1f} s", flush=True)
     print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
           f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
 

@@ -77,6 +77,7 @@ def main() -> None:
                               if isinstance(v, (int, float)) and k != "epochs"}
                              | best_of_history(history))
         tracking.log_artifacts([*figures, args.reports / "metrics.json"], artifact_path="figures")
+        tracking.log_torch_model(model, "vit")  # models:/vit/latest
     print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}")
 
 

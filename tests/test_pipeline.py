@@ -77,6 +77,7 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     assert 0 < fashion["improved"]["test_accuracy"] <= 1
     assert "gain_over_baseline_points" in fashion["improved"]
     import mlflow
+    import mlflow.pytorch
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
@@ -104,6 +105,18 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     table = [line for line in (project / "reports/README.md").read_text().splitlines()
              if line.startswith("| ") and "%" in line]
     assert len(table) == 6 and "<script" not in page
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:  # each torch project's model is registered and loads by name
+        import torch
+
+        for name in ("fashion", "vit"):
+            model = mlflow.pytorch.load_model(f"models:/{name}/latest").eval()
+            assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        rnn = mlflow.pytorch.load_model("models:/sentiment/latest").eval()
+        assert rnn(torch.zeros(2, 5, 384), torch.tensor([5, 3])).shape == (2, 2)
+    finally:
+        mlflow.set_tracking_uri(previous)
     predicted = run([sys.executable, "pipeline/predict_sentiment.py", "A fine film."], project)
     assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
 

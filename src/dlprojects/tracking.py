@@ -142,3 +142,24 @@ def log_artifacts(paths: list[Path | str], artifact_path: str | None = None) -> 
             mlflow.log_artifacts(str(path), artifact_path=artifact_path)
         elif path.exists():
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_torch_model(model: Any, registered_name: str) -> float:
+    """Log `model` (CPU) to the active run as artifact "model" and register it as
+    `registered_name`, so `mlflow.pytorch.load_model("models:/<name>/latest")` loads it; the
+    dlprojects package goes with it. Returns the seconds it took."""
+    import time
+
+    import mlflow.pytorch
+    import torch
+
+    import dlprojects
+
+    started = time.perf_counter()
+    # pickle, not pt2: pt2 traces one input shape, and reviews vary in length
+    mlflow.pytorch.log_model(model.cpu(), name="model", registered_model_name=registered_name,
+                             serialization_format="pickle",
+                             code_paths=[str(Path(dlprojects.__file__).parent)],
+                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                               "numpy"])
+    return time.perf_counter() - started

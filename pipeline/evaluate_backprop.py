@@ -11,7 +11,18 @@ from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
 from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
+from dlprojects.models.numpy_pyfunc import log_numpy_model
 from train_backprop import as_inputs, build
+
+
+def network_spec(kind: str, params) -> dict:
+    """What `build` builds, as the arguments of numpy_nn.build_mlp / build_cnn (for the pyfunc)."""
+    if kind == "mlp":
+        return {"kind": "mlp", "sizes": [28 * 28, *params.mlp.hidden, 10],
+                "activation": params.mlp.activation, "dropout": params.mlp.dropout,
+                "batch_norm": params.mlp.batch_norm}
+    return {"kind": "cnn", "channels": list(params.cnn.channels), "hidden": params.cnn.hidden,
+            "dropout": params.cnn.dropout}
 
 
 def main() -> None:
@@ -50,6 +61,8 @@ def main() -> None:
     with tracking.resume_run(args.model_dir / "mlflow_run.json"):
         tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
         tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
+        log_numpy_model(network_spec(args.kind, params), args.model_dir / "weights.npz",
+                        f"backprop-{args.kind}")  # models:/backprop-<kind>/latest, a pyfunc
     print(f"backprop {args.kind}: test accuracy {accuracy:.4f}")
 
 

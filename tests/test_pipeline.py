@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -113,6 +114,11 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
         for name in ("fashion", "vit"):
             model = mlflow.pytorch.load_model(f"models:/{name}/latest").eval()
             assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        import mlflow.pyfunc
+
+        for name in ("backprop-mlp", "backprop-cnn"):
+            digits = mlflow.pyfunc.load_model(f"models:/{name}/latest")
+            assert digits.predict(np.zeros((2, 28, 28), dtype=np.uint8)).shape == (2, 10)
         rnn = mlflow.pytorch.load_model("models:/sentiment/latest").eval()
         assert rnn(torch.zeros(2, 5, 384), torch.tensor([5, 3])).shape == (2, 2)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,14 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
         mlflow.set_tracking_uri(previous)
     predicted = run([sys.executable, "pipeline/predict_sentiment.py", "A fine film."], project)
     assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
+
+
+def test_dvc_plots_show_renders_offline_with_every_plot(project):
+    run(["dvc", "plots", "show", "-o", "plots-html"], project)
+    page = (project / "plots-html/index.html").read_text()
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"?https?:", page)  # no CDN
+    assert page.count("vegaEmbed(") >= 12  # the combined figures and each history/curve file
+    assert "FashionMNIST: train and test loss, baseline and improved" in page
 
 
 def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):

@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MPLBAC
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PYTHONUNBUFFERED=1
 
-.PHONY: setup repro test test-fast ui clean
+.PHONY: setup browser repro test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,13 @@ $(STAMP): requirements.lock pyproject.toml
 repro: setup
 	dvc repro
 
-test: setup
+# Debian's chromium, for the browser tests (MLflow UI, report page)
+browser:
+	@command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium \
+		|| { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+		     $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }; } >/dev/null
+
+test: setup browser
 	pytest
 
 test-fast: setup

@@ -151,3 +151,88 @@ def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):
                 assert copy.read_bytes() == original.read_bytes()
     status = run(["dvc", "status", "download@mnist", "download@bert"], clone).stdout
     assert "up to date" in status
+
+
+# ------------------------------------------------------------------- in a real browser (Chromium)
+
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots: kept for people to look at, not committed
+
+
+def chromium(*arguments: str) -> subprocess.CompletedProcess:
+    """Headless Chromium (Debian's `chromium`; `make test` installs it) with a fresh profile."""
+    binary = shutil.which("chromium")
+    assert binary, "chromium not found: `make test` installs it (apt-get install -y chromium)"
+    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"chromium-profile-{os.getpid()}"
+    shutil.rmtree(profile, ignore_errors=True)
+    result = subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
+         "--virtual-time-budget=20000", "--window-size=1400,1000", *arguments],
+        capture_output=True, text=True, timeout=180)
+    shutil.rmtree(profile, ignore_errors=True)
+    return result
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(project):
+    """`mlflow ui` on the project's store, as `make ui` starts it, on a free port of 127.0.0.1."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+         f"sqlite:///{project / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **OFFLINE})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow UI did not answer /health within 60 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_mlflow_ui_lists_the_four_experiments_and_compares_two_runs(project, mlflow_ui):
+    import mlflow
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    listing = chromium("--dump-dom", f"{mlflow_ui}/#/experiments").stdout
+    for name in ("backprop", "fashion", "sentiment", "vit"):
+        assert f">{name}<" in listing, f"experiment {name} not listed by the UI"
+    chromium(f"--screenshot={ARTIFACTS / 'mlflow-experiments.png'}", f"{mlflow_ui}/#/experiments")
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fashion")
+    first, second = (found.info.run_id for found in client.search_runs([experiment.experiment_id]))
+    compare = (f"{mlflow_ui}/#/compare-runs?runs=%5B%22{first}%22,%22{second}%22%5D"
+               f"&experiments=%5B%22{experiment.experiment_id}%22%5D")
+    page = chromium("--dump-dom", compare).stdout
+    assert "Comparing 2 Runs from 1 Experiment" in page
+    assert first in page and second in page and "test_accuracy" in page
+    chromium(f"--screenshot={ARTIFACTS / 'mlflow-compare.png'}", compare)
+
+
+def test_the_report_page_renders_its_images_without_a_network(project):
+    import matplotlib.image
+
+    report = project / "reports/index.html"
+    dom = chromium("--dump-dom", report.as_uri()).stdout
+    figures = len(list((project / "reports").rglob("*.png")))
+    assert dom.count('<img alt="') == figures > 10
+    shot = ARTIFACTS / "report.png"
+    ARTIFACTS.mkdir(exist_ok=True)
+    chromium(f"--screenshot={shot}", "--window-size=1400,3000", report.as_uri())
+    pixels = matplotlib.image.imread(shot)[..., :3].reshape(-1, 3)
+    colours = np.unique((pixels * 255).astype(np.uint8), axis=0)
+    assert len(colours) > 200  # figures drawn, not a blank or text-only page

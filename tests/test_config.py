@@ -44,3 +44,26 @@ def test_ints_are_accepted_where_floats_are_expected_and_flattening():
 def test_missing_params_file_says_where_to_run(tmp_path):
     with pytest.raises(ConfigError, match="not found; run from the project root"):
         load_section("download", tmp_path / "params.yaml")
+
+
+def test_the_full_size_experiment_of_the_makefile_sets_valid_params():
+    import re
+
+    import yaml
+
+    from dlprojects.config import SECTIONS
+
+    makefile = (ROOT / "Makefile").read_text()
+    block = makefile.split("FULL_SIZE :=", 1)[1].split("\n\n", 1)[0]
+    overrides = re.findall(r"-S ([\w.]+)=(\S+)", block)
+    assert len(overrides) >= 15
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for path, value in overrides:
+        *parents, key = path.split(".")
+        target = params
+        for parent in parents:
+            target = target[parent]  # a KeyError here: the Makefile names a param that is gone
+        assert key in target, f"{path} is not in params.yaml"
+        target[key] = yaml.safe_load(value)
+    for section in ("embed_imdb", "train_sentiment", "train_vit"):
+        parse(SECTIONS[section], params[section], section)  # raises ConfigError when invalid

@@ -136,6 +136,20 @@ def test_dvc_plots_show_renders_offline_with_every_plot(project):
     assert "FashionMNIST: train and test loss, baseline and improved" in page
 
 
+def test_every_stage_has_an_mlproject_entry_point(project):
+    entries = set(yaml.safe_load((project / "MLproject").read_text())["entry_points"])
+    stages = {name.split("@")[0] for name in yaml.safe_load(
+        (project / "dvc.lock").read_text())["stages"]}
+    assert stages <= entries, f"no MLproject entry point for {sorted(stages - entries)}"
+
+
+def test_an_mlproject_entry_point_runs_its_stage(project):
+    result = run(["mlflow", "run", ".", "-e", "report", "--env-manager", "local"], project,
+                 timeout=600)
+    assert "dvc repro report" in result.stderr + result.stdout
+    assert "up to date" in result.stderr + result.stdout  # the stage had run: nothing to redo
+
+
 def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):
     run(["dvc", "push"], project)
     run(["git", "add", "-A"], project)

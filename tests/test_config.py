@@ -67,3 +67,24 @@ def test_the_full_size_experiment_of_the_makefile_sets_valid_params():
         target[key] = yaml.safe_load(value)
     for section in ("embed_imdb", "train_sentiment", "train_vit"):
         parse(SECTIONS[section], params[section], section)  # raises ConfigError when invalid
+
+
+def test_mlproject_parameters_set_real_params_and_default_to_the_committed_values():
+    import re
+
+    import yaml
+    from mlflow.projects._project_spec import load_project
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    project = load_project(str(ROOT))
+    checked = 0
+    for name, entry in project._entry_points.items():
+        for path, parameter in re.findall(r"-S ([\w.]+)=\{(\w+)\}", entry.command):
+            value = params
+            for key in path.split("."):
+                value = value[key]  # a KeyError: the entry point sets a param that is gone
+            declared = entry.parameters[parameter]
+            assert declared.type in ("int", "float", "string"), (name, parameter)
+            assert str(declared.default) == str(value), f"{name}: {parameter} default"
+            checked += 1
+    assert checked >= 10

@@ -149,6 +149,21 @@ def test_an_mlproject_entry_point_runs_its_stage(project):
     assert "dvc repro report" in result.stderr + result.stdout
     assert "up to date" in result.stderr + result.stdout  # the stage had run: nothing to redo
 
+    # a typed parameter runs the stage as a DVC experiment that both DVC and MLflow show
+    run(["mlflow", "run", ".", "-e", "train_vit", "-P", "epochs=2", "--env-manager", "local"],
+        project, timeout=900)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    latest = client.search_runs([client.get_experiment_by_name("vit").experiment_id],
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    name = latest.data.tags["dvc.exp_name"]
+    assert latest.data.params["loop.epochs"] == "2" and "mlflow.project.run_id" in latest.data.tags
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    assert name in json.dumps(shown)
+    listed = run([sys.executable, "-m", "dlprojects.lineage", "exp", name], project).stdout
+    assert latest.info.run_id in listed and "train_vit" in listed
+
 
 def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):
     run(["dvc", "push"], project)

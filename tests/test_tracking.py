@@ -99,3 +99,15 @@ def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experimen
         lineage.describe_experiment(client, "other")
     with pytest.raises(UserError, match="no MLflow run 'missing'"):
         lineage.describe_run(client, "missing")
+
+
+def test_under_mlflow_run_a_stage_still_gets_its_own_run_in_its_project(project, monkeypatch):
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    launcher = client.create_run(client.create_experiment("launcher")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)  # what `mlflow run` sets for its command
+    with tracking.start_run("vit", Params(), inputs=[], device="cpu") as run:
+        pass
+    assert run.info.run_id != launcher
+    stored = client.get_run(run.info.run_id)
+    assert client.get_experiment(stored.info.experiment_id).name == "vit"
+    assert stored.data.tags["mlflow.project.run_id"] == launcher

@@ -98,6 +98,11 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str,
         tags["dvc.stage"] = stage
     if exp_name:
         tags["dvc.exp_name"] = exp_name
+    # Under `mlflow run`, MLFLOW_RUN_ID names the project's own run, which start_run would
+    # resume: this stage's run goes to its project's experiment instead, pointing back at it.
+    launcher = os.environ.pop("MLFLOW_RUN_ID", "")
+    if launcher:
+        tags["mlflow.project.run_id"] = launcher
     with mlflow.start_run(run_name=exp_name or stage or None, tags=tags) as run:
         mlflow.log_params(as_flat_dict(params))
         if run_file is not None:

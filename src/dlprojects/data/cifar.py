@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlprojects.data.images import PIXEL_STATS, ImageSplits, load_image_splits, to_tensor
+from dlprojects.data.images import (PIXEL_STATS, ImageSplits, load_image_splits, split_arrays,
+                                   to_tensor)
 from dlprojects.errors import UserError
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -44,20 +45,9 @@ def load_cifar10_splits(root: Path, *, validation_size: int, seed: int, train_sa
                         f"is reachable, extract {CIFAR10_URL} into {root}")
     images, labels = read_cifar10_batches(folder, [f"data_batch_{i}" for i in range(1, 6)])
     test_images, test_labels = read_cifar10_batches(folder, ["test_batch"])
-    if validation_size >= len(labels):
-        raise UserError(f"validation_size {validation_size} leaves no training images "
-                        f"(the set has {len(labels)})")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    val_index, train_index = order[:validation_size], order[validation_size:]
-    if train_samples:
-        train_index = train_index[:train_samples]
-    test_index = np.arange(len(test_labels))
-    if test_samples:
-        test_index = np.sort(rng.permutation(len(test_labels))[:test_samples])
-    return ImageSplits(images[train_index], labels[train_index], images[val_index],
-                       labels[val_index], test_images[test_index], test_labels[test_index],
-                       CIFAR10_CLASS_NAMES)
+    return split_arrays(images, labels, test_images, test_labels, CIFAR10_CLASS_NAMES,
+                        validation_size=validation_size, seed=seed,
+                        train_samples=train_samples, test_samples=test_samples)
 
 
 def load_splits(dataset: str, root: Path, *, validation_size: int, seed: int,

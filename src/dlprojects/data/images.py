@@ -44,6 +44,16 @@ def load_image_splits(dataset: str, root: Path, *, validation_size: int, seed: i
     labels = read_idx(raw / "train-labels-idx1-ubyte").astype(np.int64)
     test_images = read_idx(raw / "t10k-images-idx3-ubyte")
     test_labels = read_idx(raw / "t10k-labels-idx1-ubyte").astype(np.int64)
+    return split_arrays(images, labels, test_images, test_labels, CLASS_NAMES[dataset],
+                        validation_size=validation_size, seed=seed,
+                        train_samples=train_samples, test_samples=test_samples)
+
+
+def split_arrays(images: np.ndarray, labels: np.ndarray, test_images: np.ndarray,
+                 test_labels: np.ndarray, class_names: list[str], *, validation_size: int,
+                 seed: int, train_samples: int = 0, test_samples: int = 0) -> ImageSplits:
+    """Train/validation from the training images by a seeded permutation; the test images kept
+    whole, or a seeded `test_samples` of them."""
     if validation_size >= len(labels):
         raise UserError(f"validation_size {validation_size} leaves no training images "
                         f"(the set has {len(labels)})")
@@ -57,7 +67,7 @@ def load_image_splits(dataset: str, root: Path, *, validation_size: int, seed: i
         test_index = np.sort(rng.permutation(len(test_labels))[:test_samples])
     return ImageSplits(images[train_index], labels[train_index], images[val_index],
                        labels[val_index], test_images[test_index], test_labels[test_index],
-                       CLASS_NAMES[dataset])
+                       class_names)
 
 
 def to_tensor(images: np.ndarray, device, *, mean: float, std: float):

@@ -55,10 +55,9 @@ def main() -> None:
     history = plots.read_history(args.reports / "history.csv")
     metrics = {"test_accuracy": accuracy, "test_loss": loss,
                "best_epoch": int(max(history, key=lambda row: row["val_accuracy"])["epoch"]),
-               "train_seconds": sum(row["seconds"] for row in history),
                "per_class_accuracy": per_class_accuracy(matrix, names)}
     write_json(metrics, args.reports / "metrics.json")
-    with tracking.resume_run(args.model_dir / "mlflow_run.json"):
+    with tracking.resume_run("backprop", args.model_dir):
         tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
         tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
         log_numpy_model(network_spec(args.kind, params), args.model_dir / "weights.npz",

@@ -53,7 +53,7 @@ def main() -> None:
         if variant == list(params.variants)[-1]:
             figures.append(_sample_figure(splits, probabilities, predictions, labels,
                                           args.reports / "samples.png"))
-        with tracking.resume_run(args.models / variant / "mlflow_run.json"):
+        with tracking.resume_run("fashion", args.models / variant):
             tracking.log_summary({k: v for k, v in metrics[variant].items() if k != "per_class_accuracy"}
                                  | best_of_history(histories[variant]))
             tracking.log_artifacts(figures, artifact_path="figures")
@@ -69,7 +69,7 @@ def main() -> None:
                     metrics[variant]["test_accuracy"] - metrics["baseline"]["test_accuracy"])
     write_json(metrics, args.reports / "metrics.json")
     for variant in params.variants:
-        with tracking.resume_run(args.models / variant / "mlflow_run.json"):
+        with tracking.resume_run("fashion", args.models / variant):
             tracking.log_artifacts([curves, args.reports / "metrics.json"], artifact_path="figures")
     for variant, values in metrics.items():
         print(f"{variant}: test accuracy {values['test_accuracy']:.4f}")

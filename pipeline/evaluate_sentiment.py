@@ -62,7 +62,7 @@ def main() -> None:
     outputs += [args.reports / "examples.csv", args.reports / "examples.md",
                 args.reports / "metrics.json"]
 
-    with tracking.resume_run(args.model_dir / "mlflow_run.json"):
+    with tracking.resume_run("sentiment", args.model_dir):
         tracking.log_summary(metrics)
         tracking.log_artifacts(outputs, artifact_path="evaluation")
         if params.log_model:

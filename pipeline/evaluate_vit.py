@@ -2,7 +2,6 @@
 rollout maps and one image cut into patches."""
 
 import argparse
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +46,6 @@ def main() -> None:
                "test_loss": float(-np.log(true_class_probability + 1e-12).mean()),
                "best_epoch": int(max(history, key=lambda row: row["val_accuracy"])["epoch"]),
                "epochs": len(history),
-               "train_seconds": sum(row["epoch_seconds"] for row in history),
-               "median_epoch_seconds": statistics.median(row["epoch_seconds"] for row in history),
                "parameters": sum(p.numel() for p in model.parameters()),
                "per_class_accuracy": per_class_accuracy(matrix, names)}
 
@@ -72,7 +69,7 @@ def main() -> None:
                          title=f"a test {names[labels[chosen[0]]]} as the ViT sees it"),
     ]
     write_json(metrics, args.reports / "metrics.json")
-    with tracking.resume_run(args.model_dir / "mlflow_run.json"):
+    with tracking.resume_run("vit", args.model_dir):
         tracking.log_summary({k: v for k, v in metrics.items()
                               if isinstance(v, (int, float)) and k != "epochs"}
                              | best_of_history(history))

@@ -51,8 +51,7 @@ def main() -> None:
 
     resolved = {"data": dataclasses.asdict(params.data), "seed": params.seed, "kind": args.kind,
                 args.kind: dataclasses.asdict(network)}
-    with tracking.start_run("backprop", resolved, inputs=[args.data.as_posix()], device="cpu (numpy)",
-                            run_file=args.model_dir / "mlflow_run.json"), \
+    with tracking.start_run("backprop", resolved, inputs=[args.data.as_posix()], device="cpu (numpy)"), \
             threadpool_limits(params.threads):
         try:
             result = numpy_nn.fit(
@@ -63,10 +62,11 @@ def main() -> None:
         except numpy_nn.TrainingDiverged as error:
             raise UserError(f"{error} (train_backprop.{args.kind}.training.lr)") from None
         args.model_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(args.model_dir / "weights.npz", **model.state_dict())
+        numpy_nn.save_npz(args.model_dir / "weights.npz", model.state_dict())
         (args.model_dir / "params.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        tracking.tag_model(args.model_dir)
         tracking.log_summary({"best_epoch": result["best_epoch"],
-                              "train_seconds": sum(row["seconds"] for row in history)})
+                              "train_seconds": sum(row["epoch_seconds"] for row in history)})
         tracking.log_artifacts([args.history, args.model_dir / "weights.npz"])
 
 

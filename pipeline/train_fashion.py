@@ -35,7 +35,7 @@ def main() -> None:
 
     set_threads(loop.threads)
     device = select_device(loop.device)
-    generator = seed_everything(loop.seed)
+    generator = seed_everything(loop.seed, deterministic=loop.deterministic)
     splits = load_image_splits("fashion_mnist", args.data, **dataclasses.asdict(params.data))
     mean, std = PIXEL_STATS["fashion_mnist"]
 
@@ -55,18 +55,22 @@ def main() -> None:
     steps = loop.epochs * -(-len(train) // loop.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
+    checkpoint = Path("checkpoints") / f"fashion-{args.variant}.pt"
+    run_fingerprint = fingerprint(resolved)
     with tracking.start_run("fashion", resolved, inputs=[args.data.as_posix()], device=str(device),
-                            run_file=args.model_dir / "mlflow_run.json") as run:
+                            checkpoint=checkpoint, fingerprint=run_fingerprint) as run:
         tracking.log_summary({"parameters": sum(p.numel() for p in model.parameters())})
         result = fit(model, optimizer=optimizer, scheduler=scheduler,
                      loss_fn=nn.CrossEntropyLoss(label_smoothing=params.label_smoothing),
                      eval_loss_fn=nn.CrossEntropyLoss(), train=train, train_size=len(train),
                      evals={"val": val, "test": test}, epochs=loop.epochs, device=device,
                      generator=generator, amp=loop.amp, history_file=args.history,
-                     checkpoint=Path("checkpoints") / f"fashion-{args.variant}.pt",
-                     run_fingerprint=fingerprint(resolved), on_epoch=tracking.log_epoch)
+                     checkpoint=checkpoint, run_fingerprint=run_fingerprint,
+                     on_epoch=tracking.log_epoch)
         save_model(model, args.model_dir / "model.safetensors", resolved)
-        tracking.log_summary({"best_epoch": result.best_epoch})
+        tracking.tag_model(args.model_dir)
+        tracking.log_summary({"best_epoch": result.best_epoch,
+                              "train_seconds": sum(r["epoch_seconds"] for r in result.history)})
         tracking.log_artifacts([args.history])
         print(f"train_fashion@{args.variant}: best epoch {result.best_epoch}, run {run.info.run_id}")
 

@@ -26,7 +26,7 @@ def main() -> None:
 
     set_threads(loop.threads)
     device = select_device(loop.device)
-    generator = seed_everything(loop.seed)
+    generator = seed_everything(loop.seed, deterministic=loop.deterministic)
     embedding = read_meta(args.embeddings)
     store = load_split(args.embeddings, "train")
     train_index, val_index = split_validation(store.labels, params.val_fraction, loop.seed)
@@ -41,8 +41,10 @@ def main() -> None:
                                   weight_decay=params.weight_decay)
     resolved = {"train_sentiment": dataclasses.asdict(params), "embedding": embedding}
 
+    checkpoint, run_fingerprint = Path("checkpoints/sentiment.pt"), fingerprint(resolved)
     with tracking.start_run("sentiment", params, inputs=[args.embeddings.as_posix()],
-                            device=str(device), run_file=args.model_dir / "mlflow_run.json") as run:
+                            device=str(device), checkpoint=checkpoint,
+                            fingerprint=run_fingerprint) as run:
         import mlflow
 
         mlflow.log_params({f"embed_imdb.{key}": value for key, value in embedding.items()
@@ -53,12 +55,13 @@ def main() -> None:
                      train_size=len(train), evals={"val": val}, epochs=loop.epochs, device=device,
                      generator=generator, amp=loop.amp, patience=params.patience,
                      select="val_accuracy", history_file=args.history,
-                     checkpoint=Path("checkpoints") / "sentiment.pt",
-                     run_fingerprint=fingerprint(resolved),
+                     checkpoint=checkpoint, run_fingerprint=run_fingerprint,
                      on_epoch=tracking.log_epoch)
         save_rnn(model, args.model_dir, embedding=embedding,
                  train_params=dataclasses.asdict(params))
-        tracking.log_summary({"best_epoch": result.best_epoch})
+        tracking.tag_model(args.model_dir)
+        tracking.log_summary({"best_epoch": result.best_epoch,
+                              "train_seconds": sum(r["epoch_seconds"] for r in result.history)})
         tracking.log_artifacts([args.history])
         best = result.history[result.best_epoch - 1]
         print(f"train_sentiment: best epoch {result.best_epoch} of {len(result.history)}, "

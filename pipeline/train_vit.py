@@ -54,7 +54,7 @@ def main() -> None:
 
     set_threads(loop.threads)
     device = select_device(loop.device)
-    generator = seed_everything(loop.seed)
+    generator = seed_everything(loop.seed, deterministic=loop.deterministic)
     splits = load_splits(params.dataset, args.data, **dataclasses.asdict(params.data))
 
     def batches(images, labels, shuffle=False, augment=None):
@@ -74,16 +74,18 @@ def main() -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
         round(params.warmup_epochs * steps_per_epoch), loop.epochs * steps_per_epoch))
 
+    checkpoint, run_fingerprint = Path("checkpoints/vit.pt"), fingerprint(resolved)
     with tracking.start_run("vit", resolved, inputs=[args.data.as_posix()], device=str(device),
-                            run_file=args.model_dir / "mlflow_run.json") as run:
+                            checkpoint=checkpoint, fingerprint=run_fingerprint) as run:
         tracking.log_summary({"parameters": sum(p.numel() for p in model.parameters())})
         result = fit(model, optimizer=optimizer, scheduler=scheduler,
                      loss_fn=nn.CrossEntropyLoss(label_smoothing=params.label_smoothing),
                      eval_loss_fn=nn.CrossEntropyLoss(), train=train, train_size=len(train),
                      evals={"val": val}, epochs=loop.epochs, device=device, generator=generator,
-                     amp=loop.amp, history_file=args.history, checkpoint=Path("checkpoints/vit.pt"),
-                     run_fingerprint=fingerprint(resolved), on_epoch=tracking.log_epoch)
+                     amp=loop.amp, history_file=args.history, checkpoint=checkpoint,
+                     run_fingerprint=run_fingerprint, on_epoch=tracking.log_epoch)
         save_model(model, args.model_dir / "model.safetensors", resolved)
+        tracking.tag_model(args.model_dir)
         train_seconds = sum(row["epoch_seconds"] for row in result.history)
         tracking.log_summary({"best_epoch": result.best_epoch, "train_seconds": train_seconds})
         tracking.log_artifacts([args.history])

@@ -142,7 +142,7 @@ def test_fit_keeps_the_best_validation_epoch(rng):
                     **{**FIT_DEFAULTS, "epochs": 4})
     assert [epoch for epoch, _ in seen] == [1, 2, 3, 4]
     assert set(seen[0][1]) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                               "seconds", "samples_per_second"}
+                               "epoch_seconds", "samples_per_second"}
     history = result["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     assert history[1]["val_accuracy"] > 0.9 > history[3]["val_accuracy"]

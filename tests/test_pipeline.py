@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -126,6 +127,125 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
         mlflow.set_tracking_uri(previous)
     predicted = run([sys.executable, "pipeline/predict_sentiment.py", "A fine film."], project)
     assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
+
+
+# ------------------------------------------------ reproducible, and no fault loses work (#8)
+
+
+def test_a_forced_repro_of_the_whole_pipeline_leaves_dvc_lock_unchanged(project):
+    """Same params and seeds, same bytes: every stage runs again (a second MLflow run per train
+    stage) and writes identical models, metrics, plots and reports."""
+    import mlflow
+
+    from dlprojects import tracking
+
+    lock = (project / "dvc.lock").read_text()
+    models = {path: path.read_bytes() for path in (project / "models").rglob("*") if path.is_file()}
+    started = time.perf_counter()
+    run(["dvc", "repro", "--force"], project, timeout=1800)
+    print(f"dvc repro --force: {time.perf_counter() - started:.0f} s")
+    for path, data in models.items():
+        assert path.read_bytes() == data, f"{path.relative_to(project)} differs after a rerun"
+    assert (project / "dvc.lock").read_text() == lock
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    for name, folder in (("backprop", "backprop/mlp"), ("backprop", "backprop/cnn"),
+                         ("fashion", "fashion/improved"), ("fashion", "fashion/baseline"),
+                         ("vit", "vit"), ("sentiment", "sentiment")):
+        first, second = tracking.runs_of_model(client, name, project / "models" / folder,
+                                               newest_first=False)
+        assert first.data.metrics["test_accuracy"] == second.data.metrics["test_accuracy"]
+
+
+def dvc_env() -> dict[str, str]:
+    return {**os.environ, **OFFLINE,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="module")
+def side(project) -> Path:
+    """A copy of the smoke project with its results committed, for tests that change params."""
+    copy = project.parent / "side"
+    shutil.copytree(project, copy, symlinks=True)
+    run(["git", "add", "-A"], copy)
+    run(["git", "commit", "-qm", "results"], copy)
+    return copy
+
+
+def test_a_killed_training_stage_resumes_under_dvc_repro_and_ends_as_if_never_killed(side):
+    stage, checkpoint = "train_fashion@improved", side / "checkpoints/fashion-improved.pt"
+    model = side / "models/fashion/improved/model.safetensors"
+    history = side / "reports/fashion/improved/history.csv"
+    params = yaml.safe_load((side / "params.yaml").read_text())
+    params["train_fashion"] = merge(params["train_fashion"], {  # epochs of a couple of seconds
+        "data": {"train_samples": 0}, "loop": {"epochs": 4, "threads": 1}})
+    (side / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        run(["dvc", "repro", "-s", stage], side, timeout=600)  # never interrupted
+        never_killed = model.read_bytes(), history.read_bytes()
+        assert not checkpoint.exists()  # removed once the run was recorded
+
+        killed = subprocess.Popen(["dvc", "repro", "--force", "-s", stage], cwd=side,
+                                  env=dvc_env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists():  # epoch 1 done and saved
+            assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.05)
+        time.sleep(0.5)  # into epoch 2
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        lost = time.time() - checkpoint.stat().st_mtime
+        assert not model.exists()  # nothing half-written where the model goes
+
+        resumed = run(["dvc", "repro", "-s", stage], side, timeout=600)
+        output = resumed.stdout + resumed.stderr
+        assert "resuming from checkpoints/fashion-improved.pt after epoch" in output
+        assert "resuming MLflow run" in output  # the killed run goes on
+        assert (model.read_bytes(), history.read_bytes()) == never_killed
+        print(f"SIGKILL mid-epoch: {lost:.1f} s of training lost")
+    finally:
+        run(["git", "checkout", "--", "."], side)
+        run(["dvc", "checkout", "-f"], side)
+
+
+def test_queued_experiments_run_two_at_a_time_each_with_its_own_mlflow_run(side):
+    import mlflow
+
+    rates = ["0.001", "0.003", "0.005", "0.01"]
+    for rate in rates:
+        run(["dvc", "exp", "run", "--queue", "-S", f"train_fashion.lr={rate}",
+             "train_fashion@improved"], side)
+    started = time.perf_counter()
+    run(["dvc", "queue", "start", "-j", "2"], side)
+    deadline = time.monotonic() + 900
+    while True:
+        status = run(["dvc", "queue", "status"], side).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
+        time.sleep(3)
+    print(f"{len(rates)} queued experiments, 2 workers: {time.perf_counter() - started:.0f} s")
+    assert status.count("Success") == len(rates), status
+
+    client = mlflow.MlflowClient(f"sqlite:///{side / 'mlflow.db'}")
+    runs = [found for found in client.search_runs(
+        [client.get_experiment_by_name("fashion").experiment_id],
+        filter_string="tags.`dvc.exp_name` != ''") if "dvc.exp_name" in found.data.tags]
+    assert sorted(found.data.params["lr"] for found in runs) == sorted(rates)
+    epochs = int(yaml.safe_load((side / "params.yaml").read_text())["train_fashion"]["loop"]["epochs"])
+    for found in runs:  # every epoch of every run recorded: no lost metric, no locked database
+        assert found.info.status == "FINISHED"
+        for key in ("train_loss", "val_accuracy", "test_accuracy"):
+            assert len(client.get_metric_history(found.info.run_id, key)) == epochs
+    spans = sorted((found.info.start_time, found.info.end_time) for found in runs)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), \
+        "no two experiments ran at the same time"
+    shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], side).stdout))
+    assert all(found.data.tags["dvc.exp_name"] in shown for found in runs)
+    for task in re.findall(r"^(\S+)\s", status, flags=re.M)[1:]:
+        logs = subprocess.run(["dvc", "queue", "logs", task], cwd=side, env=dvc_env(),
+                              capture_output=True, text=True).stdout
+        assert "database is locked" not in logs
 
 
 def test_dvc_plots_show_renders_offline_with_every_plot(project):

@@ -22,13 +22,14 @@ def test_a_registered_numpy_network_loads_by_name_and_predicts_like_the_original
         kind, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("backprop")  # not the active experiment of an earlier test's store
     try:
         network = build_network(SPECS[kind])
         rng = np.random.default_rng(1)
         weights = {name: rng.normal(size=value.shape).astype(value.dtype)
                    for name, value in network.state_dict().items()}
         network.load_state_dict(weights)
-        np.savez(tmp_path / "weights.npz", **weights)
+        numpy_nn.save_npz(tmp_path / "weights.npz", weights)
         with mlflow.start_run():
             log_numpy_model(SPECS[kind], tmp_path / "weights.npz", f"backprop-{kind}")
 

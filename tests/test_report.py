@@ -13,6 +13,7 @@ import mlflow
 import pytest
 
 from conftest import ROOT
+from dlprojects import tracking
 from dlprojects.errors import UserError
 from dlprojects.report import RESULTS, write_report
 
@@ -38,12 +39,13 @@ def fake_results(root: Path, client: mlflow.MlflowClient) -> dict[str, str]:
         experiment = client.get_experiment_by_name(result.project)
         experiment_id = (experiment.experiment_id if experiment
                          else client.create_experiment(result.project))
-        run = client.create_run(experiment_id, tags={"git.commit": f"{number:040d}",
-                                                     "git.dirty": "false"})
-        run_file = root / result.run_file
-        run_file.parent.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps({"run_id": run.info.run_id}))
-        run_ids[result.run_file] = run.info.run_id
+        model_dir = root / result.model_dir
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / "model.safetensors").write_text(f"weights {number}")
+        run = client.create_run(experiment_id, tags={
+            "git.commit": f"{number:040d}", "git.dirty": "false",
+            tracking.MODEL_TAG: tracking.model_digest(model_dir)})
+        run_ids[result.model_dir] = run.info.run_id
     return run_ids
 
 
@@ -65,6 +67,21 @@ def test_the_page_is_self_contained_and_names_every_run(tmp_path):
     assert links and all((tmp_path / "reports" / link).exists() for link in links)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir() if p.is_file()) == [
         "README.md", "index.html"]  # no partial file left behind
+
+
+def test_a_rerun_that_made_the_same_model_leaves_the_report_unchanged(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_ids = fake_results(tmp_path, client)
+    page, readme = write_report(tmp_path, client)
+    before = page.read_bytes(), readme.read_bytes()
+    for result in RESULTS:  # a forced retrain: new runs, byte-identical models
+        experiment = client.get_experiment_by_name(result.project)
+        client.create_run(experiment.experiment_id, tags={
+            "git.commit": "f" * 40, "git.dirty": "false",
+            tracking.MODEL_TAG: tracking.model_digest(tmp_path / result.model_dir)})
+    page, readme = write_report(tmp_path, client)
+    assert (page.read_bytes(), readme.read_bytes()) == before
+    assert all(run_id in page.read_text() for run_id in run_ids.values())
 
 
 def test_a_missing_result_names_the_fix_and_writes_nothing(tmp_path):

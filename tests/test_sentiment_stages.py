@@ -78,7 +78,11 @@ def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(pro
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    run_id = json.loads((project / "models/sentiment/mlflow_run.json").read_text())["run_id"]
+    from dlprojects import tracking
+
+    runs = tracking.runs_of_model(client, "sentiment", project / "models/sentiment")
+    assert len(runs) == 1  # found from the model folder's digest
+    run_id = runs[0].info.run_id
     run = client.get_run(run_id)
     assert {"val_accuracy", "test_accuracy", "test_roc_auc", "best_epoch"} <= set(run.data.metrics)
     assert run.data.params["embed_imdb.max_length"] == "64"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -111,3 +116,105 @@ def test_under_mlflow_run_a_stage_still_gets_its_own_run_in_its_project(project,
     stored = client.get_run(run.info.run_id)
     assert client.get_experiment(stored.info.experiment_id).name == "vit"
     assert stored.data.tags["mlflow.project.run_id"] == launcher
+
+
+# ------------------------------------------------------------ a tracking server that goes down
+
+
+class Server:
+    """A real `mlflow server` on 127.0.0.1, stopped (SIGKILL) and started again on one store."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.process = folder, None
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = (self.folder / "server.log").open("a")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--default-artifact-root", str(self.folder / "artifacts")],
+            stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                tracking.check_reachable(self.uri, timeout=1)
+                return
+            except tracking.TrackingUnavailable:
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server did not start: {(self.folder / 'server.log').read_text()}")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    folder = tmp_path / "server"
+    folder.mkdir()
+    running = Server(folder)
+    running.start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", running.uri)
+    yield running
+    running.stop()
+
+
+def _train(folder: Path, stop_server_after: int | None = None, server: Server | None = None):
+    """A small `fit` under `start_run` with a checkpoint, as the train stages do."""
+    import torch
+    from torch import nn
+
+    from dlprojects.training import TensorBatches, fingerprint, fit, seed_everything
+
+    generator = seed_everything(0)
+    inputs = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))
+    labels = (inputs[:, 0] > 0).long()
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    checkpoint = folder / "checkpoints/toy.pt"
+
+    def on_epoch(epoch, metrics):
+        tracking.log_epoch(epoch, metrics)
+        if epoch == stop_server_after:
+            server.stop()
+
+    with tracking.start_run("toy", Params(), inputs=[], device="cpu", checkpoint=checkpoint,
+                            fingerprint=fingerprint("toy")) as run:
+        fit(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
+            train_size=256, evals={"val": TensorBatches(inputs, labels, 64)}, epochs=5,
+            device=torch.device("cpu"), generator=generator, checkpoint=checkpoint,
+            history_file=folder / "history.csv", run_fingerprint=fingerprint("toy"),
+            on_epoch=on_epoch)
+    return run.info.run_id
+
+
+@pytest.mark.slow
+def test_a_server_that_goes_down_mid_run_stops_training_and_a_rerun_resumes_the_same_run(
+        project, server, capsys):
+    """The design: fail fast (before training, or at the next epoch's log), keep the checkpoint,
+    and resume into the same MLflow run once the server is back."""
+    started = time.monotonic()
+    with pytest.raises(tracking.TrackingUnavailable) as stopped:
+        _train(project, stop_server_after=2, server=server)
+    noticed = time.monotonic() - started
+    assert f"MLflow tracking server {server.uri} stopped answering in epoch 3" in str(stopped.value)
+    assert "the checkpoint of epoch 2 is kept" in str(stopped.value)
+    assert (project / "checkpoints/toy.pt").exists() and (project / "history.csv").exists()
+
+    with pytest.raises(tracking.TrackingUnavailable, match="is unreachable"):  # still down
+        _train(project)
+    server.start()
+    run_id = _train(project)
+    err = capsys.readouterr().err
+    assert f"resuming MLflow run {run_id}" in err and "after epoch 2" in err
+    client = mlflow.MlflowClient(server.uri)
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4, 5]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert not (project / "checkpoints/toy.pt").exists()  # removed once the run is recorded
+    assert len(client.search_runs([client.get_experiment_by_name("toy").experiment_id])) == 1
+    print(f"server down noticed and reported in {noticed:.1f} s")

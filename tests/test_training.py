@@ -26,8 +26,8 @@ def _problem(seed=0):
     return inputs, labels
 
 
-def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a"):
-    generator = seed_everything(0)
+def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a", deterministic=False):
+    generator = seed_everything(0, deterministic=deterministic)
     inputs, labels = _problem()
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
@@ -53,8 +53,11 @@ def test_fit_learns_and_writes_its_history(tmp_path):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5, 6]
-    assert {"train_loss", "val_loss", "val_accuracy", "lr", "samples_per_second"} <= set(rows[0])
-    assert not (tmp_path / "checkpoint.pt").exists()  # removed once training completes
+    assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(rows[0])
+    assert not {"epoch_seconds", "samples_per_second"} & set(rows[0])  # in MLflow: they vary
+    assert (tmp_path / "checkpoint.pt").exists()  # kept until the caller's results are safe
+    _, again = _run(tmp_path, epochs=6)  # so a rerun after a failure past training is immediate
+    assert again.history == result.history
     best = max(result.history, key=lambda m: m["val_accuracy"])
     assert result.best_epoch == best["epoch"]
     probabilities, targets = predict(model, TensorBatches(*_problem(), 128)(), torch.device("cpu"))
@@ -72,6 +75,15 @@ def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(tmp
         {**m, "epoch_seconds": r["epoch_seconds"], "samples_per_second": r["samples_per_second"]}
         for m, r in zip(straight.history, resumed.history)]
     for a, b in zip(straight_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_same_seed_gives_the_same_bytes_with_or_without_deterministic_mode(tmp_path):
+    first_model, _ = _run(tmp_path / "first", epochs=3)
+    second_model, _ = _run(tmp_path / "second", epochs=3, deterministic=True)
+    torch.use_deterministic_algorithms(False)
+    assert (tmp_path / "first/history.csv").read_bytes() == (tmp_path / "second/history.csv").read_bytes()
+    for a, b in zip(first_model.state_dict().values(), second_model.state_dict().values()):
         assert torch.equal(a, b)
 
 
@@ -109,3 +121,26 @@ def test_fit_on_cuda_with_bf16(tmp_path):
                  checkpoint=tmp_path / "c.pt", history_file=tmp_path / "h.csv",
                  run_fingerprint="x", amp=True)
     assert result.history[-1]["val_accuracy"] > 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_deterministic_mode_repeats_a_cuda_run_exactly(tmp_path):
+    def train(folder):
+        generator = seed_everything(0, deterministic=True)
+        inputs, labels = (t.cuda() for t in _problem())
+        model = nn.Sequential(nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 4)).cuda()
+        fit(model, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
+            loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
+            train_size=512, evals={"val": TensorBatches(inputs, labels, 64)}, epochs=3,
+            device=torch.device("cuda"), generator=generator, checkpoint=folder / "c.pt",
+            history_file=folder / "h.csv", run_fingerprint="x", amp=True)
+        return model
+
+    try:
+        first, second = train(tmp_path / "a"), train(tmp_path / "b")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (tmp_path / "a/h.csv").read_bytes() == (tmp_path / "b/h.csv").read_bytes()

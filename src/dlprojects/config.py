@@ -66,6 +66,7 @@ class LoopParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else CPU
     amp: bool = True  # bf16 autocast, CUDA only
     threads: int = 2  # CPU threads for torch and BLAS
+    deterministic: bool = False  # deterministic CUDA kernels (slower); the CPU path already is
 
     def __post_init__(self):
         check(self.epochs >= 1, "epochs", f"{self.epochs} must be at least 1")

@@ -1,6 +1,7 @@
 """The report stage: `reports/index.html`, one self-contained page (figures inlined, no external
 scripts, styles or fonts) with the results of the four projects against the published figures,
-every figure, and each result's MLflow run id and git commit; and `reports/README.md`, the same for
+every figure, and for each result the first MLflow run that produced its model, with that run's git
+commit (identical reruns add runs but leave the page as it was); and `reports/README.md`, the same for
 reading on a forge (figures linked, not inlined).
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlprojects import tracking
 from dlprojects.errors import UserError
 
 
@@ -24,27 +26,27 @@ class Result:
     model: str
     metrics: str  # metrics JSON under reports/
     key: tuple[str, ...]  # path to the test accuracy inside it
-    run_file: str  # models/.../mlflow_run.json
+    model_dir: str  # the train stage's out: its digest finds the run (tracking.runs_of_model)
     published: dict[str, str] = field(default_factory=dict)  # dataset -> published figure
 
 
 RESULTS = (
     Result("backprop", "NumPy MLP", "backprop/mlp/metrics.json", ("test_accuracy",),
-           "models/backprop/mlp/mlflow_run.json",
+           "models/backprop/mlp",
            {"mnist": "98.04% (Nielsen, NumPy MLP)"}),
     Result("backprop", "NumPy CNN", "backprop/cnn/metrics.json", ("test_accuracy",),
-           "models/backprop/cnn/mlflow_run.json"),
+           "models/backprop/cnn"),
     Result("fashion", "dense 256-128-64, batch norm + dropout", "fashion/metrics.json",
-           ("improved", "test_accuracy"), "models/fashion/improved/mlflow_run.json",
+           ("improved", "test_accuracy"), "models/fashion/improved",
            {"fashion_mnist": "90.0% (Zalando benchmark, MLP 256-128-64)"}),
     Result("fashion", "dense 256-128-64, baseline", "fashion/metrics.json",
-           ("baseline", "test_accuracy"), "models/fashion/baseline/mlflow_run.json"),
+           ("baseline", "test_accuracy"), "models/fashion/baseline"),
     Result("vit", "Vision Transformer", "vit/metrics.json", ("test_accuracy",),
-           "models/vit/mlflow_run.json",
+           "models/vit",
            {"fashion_mnist": "92.3% (small ViT from scratch)",
             "mnist": "99.5% (small ViT from scratch)", "cifar10": "91.0% (ViT, 6.3M params)"}),
     Result("sentiment", "frozen BERT + bi-GRU", "sentiment/metrics.json", ("test_accuracy",),
-           "models/sentiment/mlflow_run.json",
+           "models/sentiment",
            {"imdb": "91.58% (frozen bert-base + bi-GRU, full set)"}),
 )
 DATASETS = {"backprop": "mnist", "fashion": "fashion_mnist", "sentiment": "imdb"}
@@ -62,14 +64,19 @@ def check_inputs(root: Path) -> None:
     """Fail, naming the fix, when an evaluate stage's results are missing (before MLflow opens)."""
     for result in RESULTS:
         _read_json(root / "reports" / result.metrics)
-        _read_json(root / result.run_file)
+        if not (root / result.model_dir).is_dir():
+            raise UserError(f"{result.model_dir} not found; run `dvc repro` so that every train "
+                            f"stage has run")
 
 
-def run_info(client, run_file: Path) -> dict[str, str]:
-    """Run id, git commit and dirty flag of the MLflow run recorded in `run_file`."""
-    run_id = _read_json(run_file)["run_id"]
-    tags = client.get_run(run_id).data.tags
-    return {"run_id": run_id, "commit": tags.get("git.commit", "unknown"),
+def run_info(client, project: str, model_dir: Path) -> dict[str, str]:
+    """Run id, git commit and dirty flag of the first run that wrote the model in `model_dir`."""
+    runs = tracking.runs_of_model(client, project, model_dir, newest_first=False)
+    if not runs:
+        return {"run_id": "not in this tracking store", "commit": "unknown", "dirty": "unknown",
+                "stage": ""}
+    tags = runs[0].data.tags
+    return {"run_id": runs[0].info.run_id, "commit": tags.get("git.commit", "unknown"),
             "dirty": tags.get("git.dirty", "unknown"), "stage": tags.get("dvc.stage", "")}
 
 
@@ -85,7 +92,7 @@ def collect(root: Path, client) -> list[dict[str, Any]]:
         rows.append({"project": result.project, "model": result.model, "dataset": dataset,
                      "test_accuracy": float(value),
                      "published": result.published.get(dataset, ""),
-                     **run_info(client, root / result.run_file)})
+                     **run_info(client, result.project, root / result.model_dir)})
     return rows
 
 

@@ -7,9 +7,11 @@ team at its own server. A server that cannot be reached is reported before train
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -36,13 +38,25 @@ def project_root() -> Path:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else mlflow.db in the project root. A queued DVC experiment runs in a
+    copy of the repo under .dvc/tmp/exps; DVC_ROOT names the repo it came from, whose store
+    then gets its runs."""
+    root = Path(os.environ.get("DVC_ROOT") or project_root())
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+# MLflow's own retries wait minutes for a server that is gone; these notice it within about 10 s
+# (each is only a default: the environment wins).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, before any training, when an http(s) tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
             response.read()
@@ -79,11 +93,15 @@ def data_hashes(root: Path, inputs: list[str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def start_run(project: str, params: Any, *, inputs: list[str], device: str,
-              run_file: Path | None = None) -> Iterator[Any]:
+              checkpoint: Path | None = None, fingerprint: str = "") -> Iterator[Any]:
     """An MLflow run in experiment `project`, tagged with its lineage; yields the active run.
 
-    `run_file` (a train stage's out) records the run id so the evaluate stage adds its test
-    figures to the same run (`resume_run`)."""
+    Nothing about the run goes into the stage's DVC outs (a run id differs every time, the model
+    need not): the train stage calls `tag_model` once its model folder is written, and the evaluate
+    stage finds the run again from that folder's digest (`resume_run`).
+
+    `checkpoint`, `fingerprint`: those `fit` resumes from. The run id is kept beside the checkpoint,
+    so training that resumes after a kill or a tracking outage goes on in the same MLflow run."""
     import mlflow
 
     uri = tracking_uri()
@@ -103,34 +121,137 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str,
     launcher = os.environ.pop("MLFLOW_RUN_ID", "")
     if launcher:
         tags["mlflow.project.run_id"] = launcher
-    with mlflow.start_run(run_name=exp_name or stage or None, tags=tags) as run:
+    interrupted = _interrupted_run(checkpoint, fingerprint)
+    if interrupted:
+        print(f"resuming MLflow run {interrupted}", file=sys.stderr)
+        run = mlflow.start_run(run_id=interrupted)
+    else:
+        run = mlflow.start_run(run_name=exp_name or stage or None, tags=tags)
         mlflow.log_params(as_flat_dict(params))
-        if run_file is not None:
-            Path(run_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(run_file).write_text(json.dumps({"run_id": run.info.run_id,
-                                                  "experiment": project}) + "\n")
+        if checkpoint is not None:
+            _run_file(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            _run_file(checkpoint).write_text(json.dumps(
+                {"run_id": run.info.run_id, "fingerprint": fingerprint}) + "\n")
+    try:
         yield run
+    except TrackingUnavailable:  # the run stays open in the store: a rerun resumes it
+        _forget_active_run()
+        raise
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run()
+    if checkpoint is not None:  # results written and recorded: nothing left to resume
+        Path(checkpoint).unlink(missing_ok=True)
+        _run_file(checkpoint).unlink(missing_ok=True)
+
+
+def _forget_active_run() -> None:
+    """Drop the active run in this process without a call to the server that is gone (MLflow
+    would retry ending it, at exit too)."""
+    from mlflow.tracking import fluent
+
+    with contextlib.suppress(Exception):  # a private stack: at worst MLflow retries at exit
+        fluent._active_run_stack.get().clear()
+
+
+def _run_file(checkpoint: Path) -> Path:
+    return Path(checkpoint).with_suffix(".mlflow.json")
+
+
+def _interrupted_run(checkpoint: Path | None, fingerprint: str) -> str | None:
+    """The run that wrote `checkpoint`, when `fit` will resume from it (same params)."""
+    if checkpoint is None or not Path(checkpoint).exists() or not _run_file(checkpoint).exists():
+        return None
+    recorded = json.loads(_run_file(checkpoint).read_text())
+    if recorded.get("fingerprint") != fingerprint:
+        return None
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().get_run(recorded["run_id"])
+    except mlflow.exceptions.MlflowException:
+        return None  # not in this store (another MLFLOW_TRACKING_URI): start a new run
+    return recorded["run_id"]
+
+
+# ------------------------------------------------------------------ runs found from their model
+
+MODEL_TAG = "model.digest"
+
+
+def model_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of a model folder's files: identical training gives an
+    identical digest, so it ties the folder to every run that produced it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def tag_model(folder: Path) -> str:
+    """Tag the active run with the digest of the model folder it wrote; returns the digest."""
+    import mlflow
+
+    digest = model_digest(folder)
+    mlflow.set_tag(MODEL_TAG, digest)
+    return digest
+
+
+def runs_of_model(client, project: str, folder: Path, *, newest_first: bool = True) -> list[Any]:
+    """The runs of experiment `project` that wrote the model now in `folder`."""
+    experiment = client.get_experiment_by_name(project)
+    if experiment is None:
+        return []
+    order = "DESC" if newest_first else "ASC"
+    return client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`{MODEL_TAG}` = '{model_digest(folder)}'",
+                              order_by=[f"attributes.start_time {order}"])
 
 
 @contextlib.contextmanager
-def resume_run(run_file: Path) -> Iterator[Any]:
-    """Reopen the run a train stage recorded in `run_file` (to log test metrics and figures)."""
+def resume_run(project: str, model_folder: Path) -> Iterator[Any]:
+    """Reopen the newest run that wrote the model in `model_folder`, to add test metrics and
+    figures. A model that came from a DVC remote, with its run in another store, gets a new run
+    here, tagged with the model's digest."""
     import mlflow
 
     uri = tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    run_id = json.loads(Path(run_file).read_text())["run_id"]
-    with mlflow.start_run(run_id=run_id) as run:
+    mlflow.set_experiment(project)
+    found = runs_of_model(mlflow.MlflowClient(), project, Path(model_folder))
+    if found:
+        with mlflow.start_run(run_id=found[0].info.run_id) as run:
+            yield run
+        return
+    tags = {**git_state(project_root()), MODEL_TAG: model_digest(model_folder),
+            "project": project, "note": "its training run is not in this tracking store"}
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc.stage"] = os.environ["DVC_STAGE"]
+    with mlflow.start_run(run_name=f"evaluate {Path(model_folder).as_posix()}", tags=tags) as run:
         yield run
 
 
 def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
     """Per-epoch metrics at step `epoch` (fits `fit(on_epoch=...)`); the same names in every
-    project so the UI compares them."""
+    project so the UI compares them. A server that stops answering stops training here, before
+    this epoch's checkpoint: a rerun redoes the epoch and logs it into the same run."""
     import mlflow
 
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    try:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    except mlflow.exceptions.MlflowException as error:
+        uri = tracking_uri()
+        if not uri.startswith(("http://", "https://")):
+            raise
+        reason = str(error).splitlines()[0][:160]
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} stopped answering in epoch {epoch} ({reason}); "
+            f"the checkpoint of epoch {epoch - 1} is kept: start the server again and rerun "
+            f"`dvc repro` to resume in the same run") from None
 
 
 def log_summary(metrics: dict[str, float]) -> None:

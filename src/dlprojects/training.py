@@ -74,8 +74,17 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns the generator that orders the training batches."""
+def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns the generator that orders the training batches.
+
+    On the CPU the same seed and thread count already give the same bytes. `deterministic` makes
+    CUDA do so too: deterministic cuBLAS/cuDNN kernels, no autotuning, and an error from any op
+    that has no deterministic version, at some cost in speed."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -155,7 +164,9 @@ def fit(model: nn.Module, *, optimizer: torch.optim.Optimizer, loss_fn: Callable
 
     `scheduler` steps once per batch. After each epoch every split in `evals` is evaluated; the
     weights of the epoch with the highest `select` metric are kept. `patience`: stop after that
-    many epochs without improvement. The checkpoint is removed once training completes.
+    many epochs without improvement. The last checkpoint stays when training completes, so a
+    failure in what follows (saving, tracking) loses nothing: the caller removes it once its
+    results are safe (`tracking.start_run` does).
     """
     eval_loss_fn = eval_loss_fn or loss_fn
     state = _load_checkpoint(checkpoint, run_fingerprint)
@@ -219,7 +230,6 @@ def fit(model: nn.Module, *, optimizer: torch.optim.Optimizer, loss_fn: Callable
             "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
             "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score})
 
-    checkpoint.unlink(missing_ok=True)
     model.load_state_dict(best_state)
     return FitResult(history=history, best_epoch=best_epoch, best_state=best_state)
 
@@ -235,12 +245,19 @@ def _summary(metrics: dict[str, float]) -> str:
             f", {metrics['samples_per_second']:.0f} samples/s")
 
 
+TIMINGS = ("epoch_seconds", "samples_per_second")  # MLflow metrics, not history.csv columns
+
+
 def write_history(history: list[dict[str, float]], path: Path) -> None:
-    """history.csv, one row per epoch: a DVC plot file and the source of the loss-curve figures."""
+    """history.csv, one row per epoch: a DVC plot file and the source of the loss-curve figures.
+
+    Timings vary from run to run, so they stay out of it (they are in MLflow): the same params and
+    seed write the same file, and `dvc repro --force` leaves dvc.lock as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     with temporary.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=[k for k in history[0] if k not in TIMINGS],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
     os.replace(temporary, path)

@@ -3,6 +3,8 @@
 `load_splits("cifar10" | "mnist" | "fashion_mnist", root, ...)` returns `ImageSplits` (uint8 images,
 (N, 32, 32, 3) for CIFAR-10, (N, 28, 28) otherwise) with the same seeded validation split as
 `images.load_image_splits`; `normalised_tensor` turns either into float (N, C, H, W) on a device.
+The batches are pickles, so `BatchUnpickler` builds nothing but numpy arrays and plain containers:
+a file swapped for a hostile pickle is refused, not run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from numpy._core.multiarray import _reconstruct
 
 from dlprojects.data.images import (PIXEL_STATS, ImageSplits, load_image_splits, split_arrays,
                                    to_tensor)
@@ -24,15 +27,55 @@ CIFAR10_CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
+# The only globals a batch names: numpy arrays and their dtype, under numpy 1's or numpy 2's module
+# name for `_reconstruct` (the real batches were pickled by Python 2 with numpy 1).
+BATCH_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+                 ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+                 ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global outside BATCH_GLOBALS; nothing it asked for was called."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays, and refuses every other global,
+    so a batch replaced by a hostile pickle cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in BATCH_GLOBALS:
+            raise RefusedGlobal(f"{module}.{name}")
+        return BATCH_GLOBALS[module, name]
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """uint8 rows (N, 3072) and the N labels of one pickled batch; a bad file is a UserError."""
+    redownload = f"delete {path.parent} and download CIFAR-10 again"
+    try:
+        with path.open("rb") as f:
+            batch = BatchUnpickler(f, encoding="latin1").load()  # Python 2 str -> str
+    except RefusedGlobal as error:
+        raise UserError(f"{path} is not a CIFAR-10 batch: its pickle names {error}, and only "
+                        f"numpy arrays may be unpickled; {redownload}") from None
+    except Exception as error:  # a damaged pickle can raise almost any type
+        raise UserError(f"{path} is not a readable CIFAR-10 batch ({type(error).__name__}: "
+                        f"{error}); {redownload}") from None
+    batch = batch if isinstance(batch, dict) else {}
+    data, labels = batch.get("data"), batch.get("labels")
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == 3 * 32 * 32 and isinstance(labels, list)
+            and len(labels) == len(data)):
+        raise UserError(f"{path} does not hold uint8 'data' (N, 3072) and N 'labels'; {redownload}")
+    return data, labels
+
+
 def read_cifar10_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, 32, 32, 3) and int64 labels (N,) of the named pickled batches."""
     images, labels = [], []
     for name in names:
-        # The batch files are verified against their pinned md5s by the download stage.
-        with (folder / name).open("rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch["labels"], dtype=np.int64))
+        data, batch_labels = read_batch(folder / name)
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch_labels, dtype=np.int64))
     return np.concatenate(images).transpose(0, 2, 3, 1), np.concatenate(labels)  # CHW -> HWC
 
 

@@ -17,7 +17,7 @@ from .init import he_normal, initial_weights, xavier_uniform
 from .layers import (BatchNorm1d, Dropout, Flatten, Layer, LayerNorm, Linear, Parameter, ReLU,
                      Sigmoid, Tanh)
 from .losses import SoftmaxCrossEntropy, log_softmax, softmax
-from .model import Sequential
+from .model import Sequential, save_npz
 from .optim import SGD, Adam, learning_rate
 from .train import TrainingDiverged, build_cnn, build_mlp, evaluate, fit
 
@@ -26,5 +26,5 @@ __all__ = [
     "MaxPool2d", "MultiHeadSelfAttention", "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid",
     "SoftmaxCrossEntropy", "Tanh", "TrainingDiverged", "build_cnn", "build_mlp", "check_layer",
     "evaluate", "fit", "he_normal", "initial_weights", "learning_rate", "log_softmax",
-    "max_relative_error", "numerical_gradient", "softmax", "xavier_uniform",
+    "max_relative_error", "numerical_gradient", "save_npz", "softmax", "xavier_uniform",
 ]

@@ -63,7 +63,7 @@ class Layer:
         return self.train(False)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of every parameter and buffer, ready for `np.savez(path, **state)`."""
+        """Copies of every parameter and buffer, ready for `save_npz(path, state)`."""
         state = {name: p.data.copy() for name, p in self.named_parameters().items()}
         state.update({name: b.copy() for name, b in self.named_buffers().items()})
         return state

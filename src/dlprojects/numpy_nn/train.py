@@ -94,7 +94,7 @@ def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels
 
     After each epoch `on_epoch(epoch, metrics)` is called (epochs count from 1) with train_loss and
     train_accuracy (averages over the epoch's minibatches, in training mode), val_loss,
-    val_accuracy, lr (at the epoch's last step), seconds (the whole epoch) and samples_per_second
+    val_accuracy, lr (at the epoch's last step), epoch_seconds (the whole epoch) and samples_per_second
     (training only). Returns {"history": [{"epoch": ..., **metrics}, ...], "best_epoch": ...}.
     Raises TrainingDiverged as soon as a loss is NaN or infinite.
     """
@@ -141,7 +141,7 @@ def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels
                 "val_loss": val_loss,
                 "val_accuracy": val_accuracy,
                 "lr": opt.lr,
-                "seconds": time.perf_counter() - started,
+                "epoch_seconds": time.perf_counter() - started,
                 "samples_per_second": len(order) / train_seconds,
             }
             history.append({"epoch": epoch, **metrics})

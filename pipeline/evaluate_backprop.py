@@ -11,7 +11,7 @@ from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
 from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
-from dlprojects.models.numpy_pyfunc import log_numpy_model
+from dlprojects.models.numpy_pyfunc import load_weights, log_numpy_model
 from train_backprop import as_inputs, build
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     splits = load_image_splits("mnist", args.data, validation_size=params.data.validation_size,
                                seed=params.data.seed, test_samples=params.data.test_samples)
     model = build(args.kind, params, np.random.default_rng(params.seed))
-    model.load_state_dict(dict(np.load(args.model_dir / "weights.npz")))
+    load_weights(model, args.model_dir / "weights.npz")
     with threadpool_limits(params.threads):
         loss, accuracy, predictions, _ = numpy_nn.evaluate(
             model, as_inputs(args.kind, splits.test_images), splits.test_labels, batch_size=1000)

@@ -12,7 +12,7 @@ from dlprojects import numpy_nn, tracking
 from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import UserError, run_main
-from dlprojects.training import write_history
+from dlprojects.training import fingerprint, write_history
 
 
 def build(kind: str, params, rng: np.random.Generator) -> numpy_nn.Sequential:
@@ -44,29 +44,33 @@ def main() -> None:
     model = build(args.kind, params, rng)
     history = []
 
-    def on_epoch(epoch, metrics):
+    def on_epoch(epoch, metrics):  # the file grows as training goes (a resumed run's, at the end)
         history.append({"epoch": epoch, **metrics})
         write_history(history, args.history)
         tracking.log_epoch(epoch, metrics)
 
     resolved = {"data": dataclasses.asdict(params.data), "seed": params.seed, "kind": args.kind,
                 args.kind: dataclasses.asdict(network)}
-    with tracking.start_run("backprop", resolved, inputs=[args.data.as_posix()], device="cpu (numpy)"), \
+    checkpoint = Path(f"checkpoints/backprop-{args.kind}.npz")
+    run_fingerprint = fingerprint(resolved)
+    with tracking.start_run("backprop", resolved, inputs=[args.data.as_posix()], device="cpu (numpy)",
+                            checkpoint=checkpoint, fingerprint=run_fingerprint), \
             threadpool_limits(params.threads):
         try:
             result = numpy_nn.fit(
                 model, train_images=as_inputs(args.kind, splits.train_images),
                 train_labels=splits.train_labels, val_images=as_inputs(args.kind, splits.val_images),
-                val_labels=splits.val_labels, rng=rng, on_epoch=on_epoch,
-                **dataclasses.asdict(network.training))
+                val_labels=splits.val_labels, rng=rng, on_epoch=on_epoch, checkpoint=checkpoint,
+                fingerprint=run_fingerprint, **dataclasses.asdict(network.training))
         except numpy_nn.TrainingDiverged as error:
             raise UserError(f"{error} (train_backprop.{args.kind}.training.lr)") from None
+        write_history(result["history"], args.history)
         args.model_dir.mkdir(parents=True, exist_ok=True)
         numpy_nn.save_npz(args.model_dir / "weights.npz", model.state_dict())
         (args.model_dir / "params.json").write_text(json.dumps(resolved, indent=2) + "\n")
         tracking.tag_model(args.model_dir)
         tracking.log_summary({"best_epoch": result["best_epoch"],
-                              "train_seconds": sum(row["epoch_seconds"] for row in history)})
+                              "train_seconds": sum(r["epoch_seconds"] for r in result["history"])})
         tracking.log_artifacts([args.history, args.model_dir / "weights.npz"])
 
 

@@ -208,3 +208,44 @@ def test_load_state_dict_rejects_a_state_of_another_model(rng):
         model.load_state_dict({**state, "0.weight": np.zeros((12, 17), dtype=np.float32)})
     with pytest.raises(KeyError, match="unexpected.*extra"):
         model.load_state_dict({**state, "extra": np.zeros(1)})
+
+
+# --- checkpoint and resume -----------------------------------------------------------------------
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_interrupted_fit_resumes_and_ends_with_the_same_bytes(tmp_path, optimizer):
+    def train(folder, stop_after=None, fingerprint="a"):
+        rng = np.random.default_rng(0)
+        images, labels = blobs(np.random.default_rng(1), 300)
+        model = nn.build_mlp([12, 16, 3], dropout=0.2, batch_norm=True, rng=rng)
+
+        def on_epoch(epoch, metrics):
+            if epoch == stop_after:
+                raise Interrupt
+
+        result = nn.fit(model, train_images=images, train_labels=labels, val_images=images,
+                        val_labels=labels, rng=rng, on_epoch=on_epoch,
+                        checkpoint=folder / "state.npz", fingerprint=fingerprint,
+                        **{**FIT_DEFAULTS, "epochs": 4, "optimizer": optimizer})
+        return model, result
+
+    straight, straight_result = train(tmp_path / "straight")
+    with pytest.raises(Interrupt):
+        train(tmp_path / "resumed", stop_after=3)  # epochs 1-2 saved; killed in epoch 3
+    resumed, resumed_result = train(tmp_path / "resumed")
+    for name, array in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], array)
+    def untimed(history):
+        return [{k: v for k, v in row.items() if k not in ("epoch_seconds", "samples_per_second")}
+                for row in history]
+
+    assert untimed(resumed_result["history"]) == untimed(straight_result["history"])
+    with np.load(tmp_path / "resumed/state.npz", allow_pickle=False):
+        pass  # no pickle inside
+
+    _, other = train(tmp_path / "resumed", fingerprint="b")  # other params: starts afresh
+    assert [row["epoch"] for row in other["history"]] == [1, 2, 3, 4]

@@ -44,3 +44,18 @@ def test_bad_params_fail_before_work(tmp_path, section, override, stage, message
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {message}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize(("stage", "message"), [
+    (["train_fashion.py", "improved", "data/raw/fashion_mnist", "models/f", "reports/f/history.csv"],
+     "data/raw/fashion_mnist/FashionMNIST/raw not found; run `dvc repro download@fashion_mnist` first"),
+    (["train_sentiment.py", "data/embeddings/imdb", "models/sentiment", "reports/s/history.csv"],
+     "not found; run `dvc repro embed_imdb`"),
+])
+def test_a_missing_input_folder_names_the_stage_that_makes_it(tmp_path, stage, message):
+    script, *args = stage
+    result = run_stage(tmp_path, "train_fashion", {}, str(ROOT / "pipeline" / script), *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written

@@ -83,8 +83,11 @@ def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experimen
 
     monkeypatch.setenv("DVC_STAGE", "train_vit")
     monkeypatch.setenv("DVC_EXP_NAME", "deeper-vit")
+    (project / "models/vit").mkdir(parents=True)
+    (project / "models/vit/model.safetensors").write_bytes(b"weights")
     with tracking.start_run("vit", Params(), inputs=["data/raw/mnist"], device="cpu") as run:
         tracking.log_summary({"test_accuracy": 0.9})
+        tracking.tag_model(project / "models/vit")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     client = mlflow.MlflowClient(tracking.tracking_uri())
@@ -102,6 +105,12 @@ def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experimen
     assert f"{run.info.run_id}  train_vit  test_accuracy 0.9000" in listed
     with pytest.raises(UserError, match="no MLflow run is tagged with DVC experiment 'other'"):
         lineage.describe_experiment(client, "other")
+
+    found = lineage.describe_model(client, project / "models/vit")
+    assert "written by 1 run(s)" in found and f"{run.info.run_id}  train_vit  commit {commit[:12]}" in found
+    (project / "models/vit/model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(UserError, match="no MLflow run in .* wrote the model in"):
+        lineage.describe_model(client, project / "models/vit")
     with pytest.raises(UserError, match="no MLflow run 'missing'"):
         lineage.describe_run(client, "missing")
 

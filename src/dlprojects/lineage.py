@@ -2,6 +2,7 @@
 
     python -m dlprojects.lineage run <run_id>    # commit, stage, data hashes, how to restore them
     python -m dlprojects.lineage exp <name>      # the MLflow runs of a DVC experiment
+    python -m dlprojects.lineage model <folder>  # the runs that wrote the model in a folder
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from dlprojects import tracking
 from dlprojects.errors import UserError, run_main
@@ -73,16 +75,40 @@ def describe_experiment(client, name: str) -> str:
     return "\n".join(lines)
 
 
+def describe_model(client, folder: Path) -> str:
+    """Every run whose train stage wrote exactly the model now in `folder` (its digest)."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise UserError(f"{folder} holds no model; give a train stage's out, e.g. models/vit, "
+                        f"and run `dvc pull` or `dvc repro` first")
+    experiments = [experiment.name for experiment in client.search_experiments()]
+    runs = [run for name in experiments
+            for run in tracking.runs_of_model(client, name, folder, newest_first=False)]
+    if not runs:
+        raise UserError(f"no MLflow run in {tracking.tracking_uri()} wrote the model in {folder}; "
+                        f"it was trained against another tracking store")
+    lines = [f"{folder}: model digest {tracking.model_digest(folder)[:16]}, written by "
+             f"{len(runs)} run(s), oldest first"]
+    lines += [f"  {run.info.run_id}  {run.data.tags.get('dvc.stage', '')}  "
+              f"commit {run.data.tags.get('git.commit', 'unknown')[:12]}" for run in runs]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="an MLflow run id").add_argument("run_id")
     sub.add_parser("exp", help="a DVC experiment name").add_argument("name")
+    sub.add_parser("model", help="a model folder, e.g. models/vit").add_argument("folder",
+                                                                                   type=Path)
     args = parser.parse_args()
     client = _client()
-    print(describe_run(client, args.run_id) if args.command == "run"
-          else describe_experiment(client, args.name))
+    if args.command == "run":
+        print(describe_run(client, args.run_id))
+    elif args.command == "exp":
+        print(describe_experiment(client, args.name))
+    else:
+        print(describe_model(client, args.folder))
 
 
 if __name__ == "__main__":

@@ -230,6 +230,7 @@ def fit(model: nn.Module, *, optimizer: torch.optim.Optimizer, loss_fn: Callable
             "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
             "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score})
 
+    write_history(history, history_file)  # also when a completed checkpoint was all there was
     model.load_state_dict(best_state)
     return FitResult(history=history, best_epoch=best_epoch, best_state=best_state)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import mlflow.pyfunc
 import numpy as np
 
 from dlprojects import numpy_nn
+from dlprojects.errors import UserError
 
 
 def build_network(spec: dict[str, Any]) -> numpy_nn.Sequential:
@@ -24,6 +26,26 @@ def build_network(spec: dict[str, Any]) -> numpy_nn.Sequential:
     if spec["kind"] == "mlp":
         return numpy_nn.build_mlp(rng=rng, **arguments)
     return numpy_nn.build_cnn(rng=rng, **arguments)
+
+
+def load_weights(network: numpy_nn.Sequential, path: Path) -> numpy_nn.Sequential:
+    """Load an `.npz` written by `numpy_nn.save_npz`; a missing, damaged or mismatched file is a
+    one-line error that says how to restore it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; run `dvc repro` to train it (or `dvc pull` to fetch it)")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            weights = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path} is not a readable model ({str(error)[:120]}); restore it with "
+                        f"`dvc checkout {path.parent}` or retrain it with `dvc repro`") from None
+    try:
+        network.load_state_dict(weights)
+    except (KeyError, ValueError) as error:
+        raise UserError(f"{path} does not fit the network params.yaml describes "
+                        f"({str(error).strip(chr(39))[:160]}); retrain it with `dvc repro`") from None
+    return network
 
 
 class NumpyClassifier(mlflow.pyfunc.PythonModel):

@@ -5,15 +5,17 @@ NumPy's BLAS is fastest single-threaded on small machines: set OPENBLAS_NUM_THRE
 threadpoolctl) in the caller, which this NumPy-only package leaves alone.
 """
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
 from .conv import Conv2d, MaxPool2d
 from .layers import BatchNorm1d, Dropout, Flatten, Linear, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy, log_softmax
-from .model import Sequential
+from .model import Sequential, save_npz
 from .optim import SGD, Adam, learning_rate
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
@@ -89,7 +91,7 @@ def _make_optimizer(name: str, model, *, lr, momentum, weight_decay):
 def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels, epochs: int,
         batch_size: int, optimizer: str, lr: float, momentum: float, weight_decay: float,
         schedule: str, rng: np.random.Generator, on_epoch=None, warmup_epochs: float = 0.0,
-        eval_batch_size: int = 500) -> dict:
+        eval_batch_size: int = 500, checkpoint: Path | None = None, fingerprint: str = "") -> dict:
     """Train on shuffled minibatches; keep the weights of the best validation-accuracy epoch.
 
     After each epoch `on_epoch(epoch, metrics)` is called (epochs count from 1) with train_loss and
@@ -97,6 +99,10 @@ def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels
     val_accuracy, lr (at the epoch's last step), epoch_seconds (the whole epoch) and samples_per_second
     (training only). Returns {"history": [{"epoch": ..., **metrics}, ...], "best_epoch": ...}.
     Raises TrainingDiverged as soon as a loss is NaN or infinite.
+
+    `checkpoint`: an `.npz` written after every epoch (weights, optimiser buffers, random states,
+    history) and resumed from when its `fingerprint` matches, so a killed run ends with the same
+    weights as one never interrupted. It stays when training completes; the caller removes it.
     """
     opt = _make_optimizer(optimizer, model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_fn = SoftmaxCrossEntropy()
@@ -106,9 +112,14 @@ def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels
     learning_rate(schedule, step=0, total_steps=total_steps, base_lr=lr)  # reject a bad name now
     history, best_accuracy, best_epoch, best_state = [], -1.0, 0, None
     step = 0
+    generators = [rng] + [layer.rng for layer in _layers(model) if isinstance(layer, Dropout)]
+    resumed = _load_checkpoint(checkpoint, fingerprint, model, opt, generators)
+    if resumed is not None:
+        history, best_accuracy, best_epoch, best_state, step = resumed
+        print(f"resuming from {checkpoint} after epoch {len(history)}", flush=True)
     # Overflow warnings would only precede the TrainingDiverged below, which says more.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for epoch in range(1, epochs + 1):
+        for epoch in range(len(history) + 1, epochs + 1):
             started = time.perf_counter()
             model.train()
             order = rng.permutation(len(train_images))
@@ -149,6 +160,57 @@ def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels
                 best_accuracy, best_epoch, best_state = val_accuracy, epoch, model.state_dict()
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, fingerprint, model, opt, generators, history,
+                                 best_accuracy, best_epoch, best_state, step)
     if best_state is not None:
         model.load_state_dict(best_state)
     return {"history": history, "best_epoch": best_epoch}
+
+
+# ------------------------------------------------------------------------------------ checkpoint
+
+
+def _layers(layer):
+    yield layer
+    for child in layer.children().values():
+        yield from _layers(child)
+
+
+def _optimizer_buffers(opt) -> list[np.ndarray]:
+    return opt.velocity if isinstance(opt, SGD) else opt.first_moment + opt.second_moment
+
+
+def _save_checkpoint(path, fingerprint, model, opt, generators, history, best_accuracy,
+                     best_epoch, best_state, step) -> None:
+    """Arrays and a JSON record in one `.npz` (no pickle), written then renamed."""
+    meta = {"fingerprint": fingerprint, "history": history, "best_accuracy": best_accuracy,
+            "best_epoch": best_epoch, "step": step, "adam_steps": getattr(opt, "steps", 0),
+            "generators": [g.bit_generator.state for g in generators]}
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    arrays |= {f"best/{k}": v for k, v in (best_state or {}).items()}
+    arrays |= {f"optimizer/{i}": v for i, v in enumerate(_optimizer_buffers(opt))}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_npz(path, arrays)
+
+
+def _load_checkpoint(path, fingerprint, model, opt, generators):
+    """(history, best_accuracy, best_epoch, best_state, step), or None to start afresh."""
+    if path is None or not Path(path).exists():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    if meta["fingerprint"] != fingerprint:
+        print(f"ignoring {path}: it was written with other params; starting afresh", flush=True)
+        return None
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    for i, buffer in enumerate(_optimizer_buffers(opt)):
+        buffer[...] = arrays[f"optimizer/{i}"]
+    if isinstance(opt, Adam):
+        opt.steps = meta["adam_steps"]
+    for generator, state in zip(generators, meta["generators"]):
+        generator.bit_generator.state = state
+    best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")} or None
+    return meta["history"], meta["best_accuracy"], meta["best_epoch"], best, meta["step"]

@@ -84,6 +84,22 @@ def test_a_rerun_that_made_the_same_model_leaves_the_report_unchanged(tmp_path):
     assert all(run_id in page.read_text() for run_id in run_ids.values())
 
 
+def test_the_report_prefers_the_first_run_from_committed_code(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fake_results(tmp_path, client)
+    vit = next(result for result in RESULTS if result.project == "vit")
+    digest = tracking.model_digest(tmp_path / vit.model_dir)
+    experiment = client.get_experiment_by_name("vit").experiment_id
+    for run in client.search_runs([experiment]):
+        client.set_tag(run.info.run_id, "git.dirty", "true")  # trained before its commit
+    clean = client.create_run(experiment, tags={"git.commit": "c" * 40, "git.dirty": "false",
+                                                tracking.MODEL_TAG: digest})
+    client.create_run(experiment, tags={"git.commit": "d" * 40, "git.dirty": "false",
+                                        tracking.MODEL_TAG: digest})
+    page, _ = write_report(tmp_path, client)
+    assert clean.info.run_id in page.read_text() and "cccccccccccc" in page.read_text()
+
+
 def test_a_missing_result_names_the_fix_and_writes_nothing(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     fake_results(tmp_path, client)

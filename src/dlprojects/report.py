@@ -70,8 +70,11 @@ def check_inputs(root: Path) -> None:
 
 
 def run_info(client, project: str, model_dir: Path) -> dict[str, str]:
-    """Run id, git commit and dirty flag of the first run that wrote the model in `model_dir`."""
-    runs = tracking.runs_of_model(client, project, model_dir, newest_first=False)
+    """Run id, git commit and dirty flag of the first run that wrote the model in `model_dir`
+    from committed code (else the first run at all): reruns that make the same bytes add runs
+    but leave the report as it was."""
+    runs = sorted(tracking.runs_of_model(client, project, model_dir, newest_first=False),
+                  key=lambda run: run.data.tags.get("git.dirty") != "false")  # stable: by time
     if not runs:
         return {"run_id": "not in this tracking store", "commit": "unknown", "dirty": "unknown",
                 "stage": ""}

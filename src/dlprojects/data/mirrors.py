@@ -112,7 +112,9 @@ def _run(command: list[str], cwd: Path) -> None:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-        raise MirrorError(f"{command[0]} {command[1]} failed: {message[-1]}")
+        words = [Path(command[0]).name, *command[1:]]
+        shown = " ".join(words[2:4] if words[1:2] == ["-m"] else words[:2])  # "pip download"
+        raise MirrorError(f"{shown} failed: {message[-1]}")
 
 
 def _single(folder: Path, pattern: str) -> Path:

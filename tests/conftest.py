@@ -46,3 +46,10 @@ def raw_data(tmp_path_factory) -> Path:
 def chdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def own_tracking_store(monkeypatch):
+    """No MLFLOW_TRACKING_URI from the shell or from an earlier test (`mlflow.set_tracking_uri`
+    exports it, and stage subprocesses would inherit it): each test names its own store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

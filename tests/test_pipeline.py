@@ -28,11 +28,18 @@ def merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+def dvc_env() -> dict[str, str]:
+    """The offline environment, the venv first on PATH, and each project's own mlflow.db (not a
+    tracking URI that an in-process `mlflow.set_tracking_uri` left in the environment)."""
     env = {**os.environ, **OFFLINE,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    return env
+
+
+def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=dvc_env(), capture_output=True, text=True,
+                            **kwargs)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -154,11 +161,6 @@ def test_a_forced_repro_of_the_whole_pipeline_leaves_dvc_lock_unchanged(project)
         first, second = tracking.runs_of_model(client, name, project / "models" / folder,
                                                newest_first=False)
         assert first.data.metrics["test_accuracy"] == second.data.metrics["test_accuracy"]
-
-
-def dvc_env() -> dict[str, str]:
-    return {**os.environ, **OFFLINE,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +370,7 @@ def test_the_mlflow_ui_lists_the_four_experiments_and_compares_two_runs(project,
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fashion")
-    first, second = (found.info.run_id for found in client.search_runs([experiment.experiment_id]))
+    first, second = [found.info.run_id for found in client.search_runs([experiment.experiment_id])][:2]
     compare = (f"{mlflow_ui}/#/compare-runs?runs=%5B%22{first}%22,%22{second}%22%5D"
                f"&experiments=%5B%22{experiment.experiment_id}%22%5D")
     page = chromium("--dump-dom", compare).stdout

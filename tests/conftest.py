@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,27 @@ os.environ.setdefault("GIT_COMMITTER_NAME", "dlprojects-tests")
 os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@dlprojects.invalid")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def tool_env() -> dict[str, str]:
+    """For `dvc`, `mlflow` and stage subprocesses: the offline environment, the venv first on PATH,
+    and no MLFLOW_TRACKING_URI (an in-process `mlflow.set_tracking_uri` exports it): each project
+    uses its own mlflow.db."""
+    env = {**os.environ, **OFFLINE,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def copy_working_tree(destination: Path) -> Path:
+    """The tracked and untracked-but-not-ignored files of the checkout, copied to `destination`."""
+    names = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, names):
+        if (ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    return destination
 
 
 def offline_mirrors(source):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import OFFLINE, ROOT
+from conftest import copy_working_tree, tool_env
 from dlprojects.data.cifar import load_cifar10_splits, read_cifar10_batches
 from dlprojects.errors import UserError
 
@@ -125,8 +125,7 @@ NO_MIRROR = {  # every mirror of mnist fails: its URLs through a closed proxy, p
 
 def run(command: list[str], cwd: Path, **env: str | None) -> subprocess.CompletedProcess:
     """`command` in the offline environment with the venv first on PATH; `env` None unsets."""
-    merged = {**os.environ, **OFFLINE,
-              "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env}
+    merged = {**tool_env(), **env}
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600,
                           env={key: value for key, value in merged.items() if value is not None})
 
@@ -163,12 +162,7 @@ UP_TO_DATE = "Data and pipelines are up to date."
 def downloaded(tmp_path_factory) -> Path:
     """A git + DVC clone of the working tree after `dvc repro download@mnist` (offline mirrors)."""
     clone = tmp_path_factory.mktemp("faults") / "dlprojects"
-    names = check(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                  ROOT).stdout.split("\0")
-    for name in filter(None, names):
-        if (ROOT / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, clone / name)
+    copy_working_tree(clone)
     check(["git", "init", "-q"], clone)
     check(["git", "add", "-A"], clone)
     check(["git", "commit", "-qm", "clone"], clone)

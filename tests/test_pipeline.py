@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import OFFLINE, ROOT
+from conftest import OFFLINE, ROOT, copy_working_tree, tool_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -28,17 +28,8 @@ def merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def dvc_env() -> dict[str, str]:
-    """The offline environment, the venv first on PATH, and each project's own mlflow.db (not a
-    tracking URI that an in-process `mlflow.set_tracking_uri` left in the environment)."""
-    env = {**os.environ, **OFFLINE,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
 def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=dvc_env(), capture_output=True, text=True,
+    result = subprocess.run(command, cwd=cwd, env=tool_env(), capture_output=True, text=True,
                             **kwargs)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -49,12 +40,7 @@ def project(tmp_path_factory) -> Path:
     """A clone of the working tree with smoke-sized params, after a full `dvc repro`."""
     top = tmp_path_factory.mktemp("e2e")
     clone = top / "dlprojects"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, clone / name)
+    copy_working_tree(clone)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text()) or {}
     (clone / "params.yaml").write_text(yaml.safe_dump(merge(params, smoke), sort_keys=False))
@@ -182,7 +168,7 @@ def test_a_killed_training_stage_resumes_under_dvc_repro_and_ends_as_if_never_ki
         "data": {"train_samples": 0}, "loop": {"epochs": 4, "threads": 1}})
     (side / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        killed = subprocess.Popen(["dvc", "repro", "-s", stage], cwd=side, env=dvc_env(),
+        killed = subprocess.Popen(["dvc", "repro", "-s", stage], cwd=side, env=tool_env(),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
         deadline = time.monotonic() + 300
@@ -230,7 +216,7 @@ def test_queued_experiments_run_two_at_a_time_each_with_its_own_mlflow_run(side)
             assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
             time.sleep(2)
     finally:
-        subprocess.run(["dvc", "queue", "stop"], cwd=side, env=dvc_env(), capture_output=True)
+        subprocess.run(["dvc", "queue", "stop"], cwd=side, env=tool_env(), capture_output=True)
     print(f"{len(rates)} queued experiments, 2 workers: {time.perf_counter() - started:.0f} s")
     tasks = re.findall(r"^(\w+)\s+\S+\s+.*\bSuccess\b", status, flags=re.M)
     assert len(tasks) == len(rates), status
@@ -250,7 +236,7 @@ def test_queued_experiments_run_two_at_a_time_each_with_its_own_mlflow_run(side)
     shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], side).stdout))
     assert all(found.data.tags["dvc.exp_name"] in shown for found in runs)
     for task in tasks:
-        logs = subprocess.run(["dvc", "queue", "logs", task], cwd=side, env=dvc_env(),
+        logs = subprocess.run(["dvc", "queue", "logs", task], cwd=side, env=tool_env(),
                               capture_output=True, text=True).stdout
         assert "Reproducing experiment" in logs and "database is locked" not in logs
 

@@ -4,6 +4,8 @@ Also fetches cifar10, which has no offline mirror and so no stage:
     python pipeline/download.py cifar10 data/raw/cifar10
 """
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 

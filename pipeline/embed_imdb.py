@@ -1,5 +1,7 @@
 """Stage embed_imdb: frozen-BERT hidden states of IMDB reviews, stored compactly for the RNN."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 import time
 from pathlib import Path

@@ -1,5 +1,7 @@
 """Stage evaluate_backprop@<mlp|cnn>: test accuracy, confusion matrix, misclassified digits."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 

@@ -1,5 +1,7 @@
 """Stage evaluate_fashion: test figures of every variant, the gain over the baseline, and plots."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 

@@ -1,6 +1,8 @@
 """Stage evaluate_sentiment: test figures of the trained RNN (the test split's only use), added to
 its MLflow run: metrics, ROC and precision-recall curves, confusion matrix, example reviews."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 

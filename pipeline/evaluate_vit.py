@@ -1,6 +1,8 @@
 """Stage evaluate_vit: test figures of the trained ViT, its curves, confusion matrix, attention
 rollout maps and one image cut into patches."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 

@@ -1,5 +1,7 @@
 """Stage plots_template: the self-contained template `dvc plots show` uses (see .dvc/config)."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 

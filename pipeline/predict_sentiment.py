@@ -4,6 +4,8 @@
     cat review.txt | python pipeline/predict_sentiment.py -
 """
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 import sys
 from pathlib import Path

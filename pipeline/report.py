@@ -1,6 +1,8 @@
 """Stage report: reports/index.html (self-contained) and reports/README.md from the results of
 every evaluate stage, with each result's MLflow run id and git commit."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 

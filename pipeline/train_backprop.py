@@ -1,5 +1,7 @@
 """Stage train_backprop@<mlp|cnn>: the NumPy-only network on MNIST, tracked in MLflow."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 import dataclasses
 import json

@@ -1,5 +1,7 @@
 """Stage train_fashion@<variant>: the dense FashionMNIST classifier, tracked in MLflow."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 import dataclasses
 from pathlib import Path

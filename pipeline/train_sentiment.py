@@ -1,5 +1,7 @@
 """Stage train_sentiment: the bidirectional RNN on stored BERT states, tracked in MLflow."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 import dataclasses
 from pathlib import Path

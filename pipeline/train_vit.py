@@ -1,5 +1,7 @@
 """Stage train_vit: a Vision Transformer from scratch on train_vit.dataset, tracked in MLflow."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 import dataclasses
 import math

@@ -12,6 +12,12 @@ class UserError(Exception):
 
 def run_main(main: Callable[[], None]) -> None:
     """Run a stage's `main`; a UserError becomes one line on stderr and exit status 2."""
+    import dlprojects
+
+    if dlprojects.LOADED_BEFORE_PIN:
+        print(f"warning: {' and '.join(dlprojects.LOADED_BEFORE_PIN)} loaded before dlprojects, so "
+              f"their CPU kernels are not pinned and results may differ on another CPU; import "
+              f"dlprojects first", file=sys.stderr)
     try:
         main()
     except UserError as error:

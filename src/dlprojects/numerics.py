@@ -55,6 +55,9 @@ def pin() -> list[str]:
 
     Returns the libraries that were already loaded and so keep the kernels they chose."""
     if not pinned():
+        for name, value in PINNED.items():  # inherited from a pinned parent process
+            if os.environ.get(name) == value:
+                del os.environ[name]
         return []
     os.environ.update(PINNED)
     return [name for name in LIBRARIES if name in sys.modules]

@@ -1,0 +1,105 @@
+"""What the pinned CPU numerics (dlprojects.numerics) cost: each training stage run natively
+(`DLPROJECTS_NUMERICS=native`, every library on this CPU's best kernels) and pinned, side by
+side on the same machine, on shortened params (a few epochs, a small embedding subset).
+
+Runs the stage scripts themselves in a scratch copy of the project (data/raw and the embedding
+store linked, never written), alternating the two modes round by round so that load from other
+processes hits both alike. Prints the median seconds per stage and mode, and pinned/native.
+
+    python benchmarks/numerics_cost.py --rounds 1
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# stage -> (params overrides as dotted keys, the script's arguments)
+STAGES = {
+    "train_backprop@mlp": ({"train_backprop.mlp.training.epochs": 2},
+                           ["train_backprop.py", "mlp", "data/raw/mnist", "models/mlp",
+                            "out/mlp.csv"]),
+    "train_backprop@cnn": ({"train_backprop.cnn.training.epochs": 1},
+                           ["train_backprop.py", "cnn", "data/raw/mnist", "models/cnn",
+                            "out/cnn.csv"]),
+    "train_fashion@improved": ({"train_fashion.loop.epochs": 5},
+                               ["train_fashion.py", "improved", "data/raw/fashion_mnist",
+                                "models/fashion", "out/fashion.csv"]),
+    "embed_imdb": ({"embed_imdb.train_samples": 300, "embed_imdb.test_samples": 100},
+                   ["embed_imdb.py", "data/raw/imdb", "data/raw/bert", "out/embeddings"]),
+    "train_sentiment": ({"train_sentiment.loop.epochs": 1},
+                        ["train_sentiment.py", "data/embeddings/imdb", "models/sentiment",
+                         "out/sentiment.csv"]),
+    "train_vit": ({"train_vit.loop.epochs": 1},
+                  ["train_vit.py", "data/raw/fashion_mnist", "models/vit", "out/vit.csv"]),
+}
+
+
+def scratch_project(folder: Path) -> None:
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    for name in filter(None, names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
+    (folder / "data").mkdir()
+    for linked in ("raw", "embeddings"):
+        (folder / "data" / linked).symlink_to(ROOT / "data" / linked)
+    (folder / "out").mkdir()
+
+
+def set_params(folder: Path, overrides: dict) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        *parents, key = dotted.split(".")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        section[key] = value
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(folder: Path, arguments: list[str], mode: str) -> float:
+    env = {**os.environ, "DLPROJECTS_NUMERICS": mode}
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    shutil.rmtree(folder / "out" / "embeddings", ignore_errors=True)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, f"pipeline/{arguments[0]}", *arguments[1:]],
+                            cwd=folder, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{arguments[0]} ({mode}) failed:\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        scratch_project(folder)
+        print(f"{'stage':24s} {'native s':>9s} {'pinned s':>9s} {'pinned/native':>14s}")
+        for stage in args.stages:
+            overrides, arguments = STAGES[stage]
+            set_params(folder, overrides)
+            seconds: dict[str, list[float]] = {"native": [], "pinned": []}
+            for round_number in range(args.rounds):
+                order = ("native", "pinned") if round_number % 2 == 0 else ("pinned", "native")
+                for mode in order:
+                    seconds[mode].append(run_stage(folder, arguments, mode))
+            native, pinned = (statistics.median(seconds[m]) for m in ("native", "pinned"))
+            print(f"{stage:24s} {native:9.1f} {pinned:9.1f} {pinned / native:14.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

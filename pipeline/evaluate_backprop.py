@@ -1,4 +1,5 @@
-"""Stage evaluate_backprop@<mlp|cnn>: test accuracy, confusion matrix, misclassified digits."""
+"""Stage evaluate_backprop@<mlp|cnn>: test accuracy, confusion matrix, misclassified digits, the
+test predictions."""
 
 import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 
@@ -12,7 +13,7 @@ from dlprojects import numpy_nn, plots, tracking
 from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
+from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json, write_predictions
 from dlprojects.models.numpy_pyfunc import load_weights, log_numpy_model
 from train_backprop import as_inputs, build
 
@@ -40,7 +41,7 @@ def main() -> None:
     model = build(args.kind, params, np.random.default_rng(params.seed))
     load_weights(model, args.model_dir / "weights.npz")
     with threadpool_limits(params.threads):
-        loss, accuracy, predictions, _ = numpy_nn.evaluate(
+        loss, accuracy, predictions, probabilities = numpy_nn.evaluate(
             model, as_inputs(args.kind, splits.test_images), splits.test_labels, batch_size=1000)
     labels, names = splits.test_labels, splits.class_names
     matrix = plots.confusion_matrix(labels, predictions, 10)
@@ -59,11 +60,13 @@ def main() -> None:
                "best_epoch": int(max(history, key=lambda row: row["val_accuracy"])["epoch"]),
                "per_class_accuracy": per_class_accuracy(matrix, names)}
     write_json(metrics, args.reports / "metrics.json")
+    write_predictions(labels, probabilities, args.reports / "predictions.csv")
     with tracking.resume_run("backprop", args.model_dir):
         tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
         tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
         log_numpy_model(network_spec(args.kind, params), args.model_dir / "weights.npz",
-                        f"backprop-{args.kind}")  # models:/backprop-<kind>/latest, a pyfunc
+                        f"backprop-{args.kind}",  # models:/backprop-<kind>/latest, a pyfunc
+                        model_dir=args.model_dir)
     print(f"backprop {args.kind}: test accuracy {accuracy:.4f}")
 
 

@@ -1,4 +1,5 @@
-"""Stage evaluate_fashion: test figures of every variant, the gain over the baseline, and plots."""
+"""Stage evaluate_fashion: test figures of every variant, the gain over the baseline, plots, and
+each variant's test predictions."""
 
 import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 
@@ -12,7 +13,7 @@ from dlprojects import plots, tracking
 from dlprojects.config import load_section
 from dlprojects.data.images import PIXEL_STATS, load_image_splits, to_tensor
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
+from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json, write_predictions
 from dlprojects.models.checkpoints import load_weights
 from dlprojects.models.fashion_mlp import DenseClassifier
 from dlprojects.training import TensorBatches, predict, select_device
@@ -44,6 +45,7 @@ def main() -> None:
         predictions = probabilities.argmax(axis=1)
         matrix = plots.confusion_matrix(labels, predictions, len(names))
         histories[variant] = plots.read_history(args.reports / variant / "history.csv")
+        write_predictions(labels, probabilities, args.reports / f"predictions_{variant}.csv")
         test_loss = float(-np.log(probabilities[np.arange(len(labels)), labels] + 1e-12).mean())
         metrics[variant] = {"test_accuracy": float((predictions == labels).mean()),
                             "test_loss": test_loss,
@@ -61,7 +63,7 @@ def main() -> None:
             tracking.log_artifacts(figures, artifact_path="figures")
             # models:/fashion/latest is the improved model; the others are fashion-<variant>
             tracking.log_torch_model(model, "fashion" if variant == "improved"
-                                     else f"fashion-{variant}")
+                                     else f"fashion-{variant}", args.models / variant)
     curves = plots.loss_curves(histories, args.reports / "loss_curves.png", splits=("train", "test"),
                                title="FashionMNIST")
     if "baseline" in metrics:

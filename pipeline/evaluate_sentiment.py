@@ -1,5 +1,6 @@
 """Stage evaluate_sentiment: test figures of the trained RNN (the test split's only use), added to
-its MLflow run: metrics, ROC and precision-recall curves, confusion matrix, example reviews."""
+its MLflow run: metrics, ROC and precision-recall curves, confusion matrix, example reviews; and
+the test predictions."""
 
 import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 
@@ -12,7 +13,7 @@ from dlprojects import plots, tracking
 from dlprojects.config import load_section
 from dlprojects.data.imdb import load_split, read_reviews
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, write_json
+from dlprojects.evaluation import best_of_history, write_json, write_predictions
 from dlprojects.models.sentiment import (ReviewBatches, binary_metrics, curves, example_reviews,
                                          load_rnn, write_columns, write_examples)
 from dlprojects.training import predict, select_device, set_threads
@@ -44,6 +45,8 @@ def main() -> None:
                | {"best_epoch": best_epoch, "epochs_run": len(history),
                   "test_reviews": len(labels)})
     write_json(metrics, args.reports / "metrics.json")
+    write_predictions(labels, np.stack([1 - positive, positive], axis=1),
+                      args.reports / "predictions.csv", predicted=positive >= 0.5)
 
     roc, pr = curves(labels, positive)
     texts, _ = read_reviews(args.imdb / "test.jsonl")
@@ -68,7 +71,7 @@ def main() -> None:
         tracking.log_summary(metrics)
         tracking.log_artifacts(outputs, artifact_path="evaluation")
         if params.log_model:
-            seconds = tracking.log_torch_model(rnn, "sentiment")
+            seconds = tracking.log_torch_model(rnn, "sentiment", args.model_dir)
             print(f"evaluate_sentiment: logged the RNN to MLflow in {seconds:.1f} s", flush=True)
     print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
           f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")

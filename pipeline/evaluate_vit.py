@@ -1,5 +1,5 @@
 """Stage evaluate_vit: test figures of the trained ViT, its curves, confusion matrix, attention
-rollout maps and one image cut into patches."""
+rollout maps, one image cut into patches, and the test predictions."""
 
 import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 
@@ -13,7 +13,7 @@ from dlprojects import plots, tracking
 from dlprojects.config import load_section
 from dlprojects.data.cifar import load_splits, normalised_tensor
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json
+from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json, write_predictions
 from dlprojects.models.checkpoints import load_weights
 from dlprojects.models.vit import ViT, attention_rollout
 from dlprojects.training import TensorBatches, predict, select_device, set_threads
@@ -71,12 +71,13 @@ def main() -> None:
                          title=f"a test {names[labels[chosen[0]]]} as the ViT sees it"),
     ]
     write_json(metrics, args.reports / "metrics.json")
+    write_predictions(labels, probabilities, args.reports / "predictions.csv")
     with tracking.resume_run("vit", args.model_dir):
         tracking.log_summary({k: v for k, v in metrics.items()
                               if isinstance(v, (int, float)) and k != "epochs"}
                              | best_of_history(history))
         tracking.log_artifacts([*figures, args.reports / "metrics.json"], artifact_path="figures")
-        tracking.log_torch_model(model, "vit")  # models:/vit/latest
+        tracking.log_torch_model(model, "vit", args.model_dir)  # models:/vit/latest
     print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}")
 
 

@@ -35,6 +35,29 @@ def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+REGISTERED = {"backprop-mlp": "backprop/mlp", "backprop-cnn": "backprop/cnn",
+              "fashion": "fashion/improved", "fashion-baseline": "fashion/baseline",
+              "vit": "vit", "sentiment": "sentiment"}  # registered name: folder under models/
+MODELS = (("backprop", "backprop/mlp"), ("backprop", "backprop/cnn"),
+          ("fashion", "fashion/improved"), ("fashion", "fashion/baseline"), ("vit", "vit"),
+          ("sentiment", "sentiment"))  # MLflow experiment, folder under models/
+
+
+def assert_registered_once(root: Path) -> None:
+    """Every registered model the README names has exactly one version, holding the model now in
+    its folder (tag model.digest)."""
+    import mlflow
+
+    from dlprojects import tracking
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    for name, folder in REGISTERED.items():
+        versions = client.search_model_versions(f"name = '{name}'")
+        assert len(versions) == 1, f"{name}: {len(versions)} versions"
+        digest = tracking.model_digest(root / "models" / folder)
+        assert versions[0].tags[tracking.MODEL_TAG] == digest
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A clone of the working tree with smoke-sized params, after a full `dvc repro`."""
@@ -96,11 +119,21 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     for figure in ("attention.png", "patches.png", "confusion.png", "loss_curves.png"):
         assert (project / "reports/vit" / figure).read_bytes()[:4] == b"\x89PNG"
     page = (project / "reports/index.html").read_text()
-    for found in every_run:  # each run id is on the report page
-        assert found.info.run_id in page
-    table = [line for line in (project / "reports/README.md").read_text().splitlines()
-             if line.startswith("| ") and "%" in line]
+    readme = (project / "reports/README.md").read_text()
+    for found in every_run:  # no run id, no "(dirty)": the report names each model by digest
+        assert found.info.run_id not in page and found.info.run_id not in readme
+        assert found.data.tags["model.digest"] in page and found.data.tags["model.digest"] in readme
+    assert "dirty" not in page + readme
+    lock = {out["path"]: out["md5"] for stage in yaml.safe_load(
+        (project / "dvc.lock").read_text())["stages"].values() for out in stage.get("outs", [])}
+    from dlprojects.tracking import model_digest
+
+    for _, folder in MODELS:  # digest and DVC hash (as dvc.lock holds it once the pipeline ran)
+        path = f"models/{folder}"
+        assert f"| `{path}` | `{model_digest(project / path)}` | `{lock[path]}` |" in readme
+    table = [line for line in readme.splitlines() if line.startswith("| ") and "%" in line]
     assert len(table) == 6 and "<script" not in page
+    assert_registered_once(project)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     try:  # each torch project's model is registered and loads by name
@@ -141,12 +174,67 @@ def test_a_forced_repro_of_the_whole_pipeline_leaves_dvc_lock_unchanged(project)
         assert path.read_bytes() == data, f"{path.relative_to(project)} differs after a rerun"
     assert (project / "dvc.lock").read_text() == lock
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    for name, folder in (("backprop", "backprop/mlp"), ("backprop", "backprop/cnn"),
-                         ("fashion", "fashion/improved"), ("fashion", "fashion/baseline"),
-                         ("vit", "vit"), ("sentiment", "sentiment")):
+    for name, folder in MODELS:
         first, second = tracking.runs_of_model(client, name, project / "models" / folder,
                                                newest_first=False)
         assert first.data.metrics["test_accuracy"] == second.data.metrics["test_accuracy"]
+    assert_registered_once(project)  # every evaluate stage ran again: no second version
+
+
+def test_a_fresh_clone_evaluates_and_registers_every_model_though_training_repeats_its_bytes(
+        project):
+    """A clone has no DVC cache and no mlflow.db: `dvc repro` retrains each model, to the very
+    bytes dvc.lock records, and runs each evaluate stage too (their predictions are cached DVC
+    outs, which a clone lacks), so its own store gets every run's test metrics and every
+    registered model. The committed files come out as they were: nothing in them is tied to the
+    machine that made them."""
+    import mlflow
+
+    from dlprojects import tracking
+
+    # the results as they would be committed, on a branch: the project's HEAD and files stay
+    index = project.parent / "results.index"
+    git_env = {**tool_env(), "GIT_INDEX_FILE": str(index)}
+    subprocess.run(["git", "add", "-A"], cwd=project, env=git_env, check=True)
+    tree = subprocess.run(["git", "write-tree"], cwd=project, env=git_env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    commit = run(["git", "commit-tree", tree, "-p", "HEAD", "-m", "results"], project).stdout
+    run(["git", "branch", "-f", "results", commit.strip()], project)
+    index.unlink()
+    inputs = ["download@mnist", "download@fashion_mnist", "download@imdb", "download@bert",
+              "plots_template"]  # data and the npm-built template: no download in this test
+    run(["dvc", "push", *inputs], project)
+    clone = project.parent / "clone-without-cache"
+    run(["git", "clone", "-q", "-b", "results", str(project), str(clone)], project.parent)
+    assert not (clone / ".dvc/cache").exists() and not (clone / "mlflow.db").exists()
+    run(["dvc", "pull", *inputs], clone)
+
+    started = time.perf_counter()
+    output = run(["dvc", "repro"], clone, timeout=1800).stdout
+    print(f"dvc repro in a fresh clone: {time.perf_counter() - started:.0f} s")
+    for stage in ("train_vit", "evaluate_backprop@mlp", "evaluate_backprop@cnn",
+                  "evaluate_fashion", "evaluate_vit", "evaluate_sentiment", "report"):
+        assert f"Running stage '{stage}'" in output
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    for name, folder in MODELS:
+        digest = tracking.model_digest(clone / "models" / folder)
+        assert digest == tracking.model_digest(project / "models" / folder)  # the same bytes
+        (found,) = tracking.runs_of_model(client, name, clone / "models" / folder)
+        assert "test_accuracy" in found.data.metrics and "val_accuracy" in found.data.metrics
+    assert_registered_once(clone)
+    changed = run(["git", "status", "--porcelain"], clone).stdout
+    assert changed == "", f"files differ from the commit after dvc repro:\n{changed}"
+
+    again = run(["dvc", "repro"], clone)
+    assert "Data and pipelines are up to date." in again.stdout
+    assert_registered_once(clone)
+    assert run(["dvc", "status"], clone).stdout.strip() == "Data and pipelines are up to date."
+
+    short = tracking.model_digest(clone / "models/vit")[:12]  # as reports/README.md shows it
+    assert short in (clone / "reports/README.md").read_text()
+    found = run([sys.executable, "-m", "dlprojects.lineage", "model", short], clone).stdout
+    assert f"git commit    {commit.strip()} " in found and "written by 1 run(s)" in found
+    assert "registered    models:/vit/1" in found
 
 
 @pytest.fixture(scope="module")

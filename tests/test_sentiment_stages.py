@@ -72,6 +72,11 @@ def test_the_stages_write_their_outs(project):
         assert (project / "reports/sentiment" / name).stat().st_size > 0
     table = (project / "reports/sentiment/examples.md").read_text().splitlines()
     assert table[0].startswith("| P(positive) |") and len(table) == 2 + 6
+    predictions = list(csv.DictReader((project / "reports/sentiment/predictions.csv").open()))
+    assert list(predictions[0]) == ["index", "label", "predicted", "p_0", "p_1"]
+    assert len(predictions) == 24
+    right = sum(row["label"] == row["predicted"] for row in predictions)
+    assert right / 24 == pytest.approx(metrics["test_accuracy"])
 
 
 def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(project):
@@ -88,7 +93,8 @@ def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(pro
     assert run.data.params["embed_imdb.max_length"] == "64"
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert "evaluation/roc_pr.png" in artifacts and "evaluation/examples.md" in artifacts
-    assert client.get_registered_model("sentiment").latest_versions
+    (version,) = client.search_model_versions("name = 'sentiment'")
+    assert version.tags[tracking.MODEL_TAG] == tracking.model_digest(project / "models/sentiment")
 
 
 def test_predict_prints_probabilities_and_rejects_empty_text(project, monkeypatch, capsys):

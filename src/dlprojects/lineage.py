@@ -2,17 +2,20 @@
 
     python -m dlprojects.lineage run <run_id>    # commit, stage, data hashes, how to restore them
     python -m dlprojects.lineage exp <name>      # the MLflow runs of a DVC experiment
-    python -m dlprojects.lineage model <folder>  # the runs that wrote the model in a folder
+    python -m dlprojects.lineage model <folder or digest>
+        # the runs (in MLFLOW_TRACKING_URI's store, else mlflow.db) that wrote a model, its
+        # registered versions, and the commit whose dvc.lock first recorded it
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from dlprojects import tracking
+from dlprojects import report, tracking
 from dlprojects.errors import UserError, run_main
 
 
@@ -75,21 +78,126 @@ def describe_experiment(client, name: str) -> str:
     return "\n".join(lines)
 
 
-def describe_model(client, folder: Path) -> str:
-    """Every run whose train stage wrote exactly the model now in `folder` (its digest)."""
-    if not folder.is_dir() or not any(folder.iterdir()):
-        raise UserError(f"{folder} holds no model; give a train stage's out, e.g. models/vit, "
-                        f"and run `dvc pull` or `dvc repro` first")
-    experiments = [experiment.name for experiment in client.search_experiments()]
-    runs = [run for name in experiments
-            for run in tracking.runs_of_model(client, name, folder, newest_first=False)]
+DIGEST = re.compile(r"[0-9a-f]{8,64}")
+LINEAGE_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*`([0-9a-f]{64})`\s*\|\s*`([^`]*)`\s*\|", re.M)
+REPORT = "reports/README.md"
+
+
+def _project_root(start: Path) -> Path:
+    """The folder holding dvc.yaml, from `start` up; else `start`."""
+    start = start.resolve()
+    return next((folder for folder in (start, *start.parents) if (folder / "dvc.yaml").exists()),
+                start)
+
+
+def _git(root: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def _require_git(root: Path) -> None:
+    if not _git(root, "rev-parse", "--git-dir"):
+        raise UserError(f"{root} is not in a git repository, so no commit can be named; run this "
+                        f"in a clone of the project")
+
+
+def _report_row(root: Path, digest: str) -> tuple[str, str, str] | None:
+    """(folder, full digest, DVC hash) of the lineage table row of `reports/README.md` whose
+    digest starts with `digest`: the working tree's file first, then each commit of its history
+    that added or removed that string, newest first."""
+    texts = [(root / REPORT).read_text()] if (root / REPORT).exists() else []
+    for commit in _git(root, "log", "--format=%H", "-S", digest, "--", REPORT).split():
+        texts.append(_git(root, "show", f"{commit}:{REPORT}"))
+    for text in texts:
+        for folder, full, dvc_hash in LINEAGE_ROW.findall(text):
+            if full.startswith(digest):
+                return folder, full, dvc_hash
+    return None
+
+
+def first_commit(root: Path, dvc_hash: str) -> str:
+    """The oldest commit whose change to dvc.lock added `dvc_hash` ('' when none has)."""
+    found = _git(root, "log", "--reverse", "-S", dvc_hash, "--format=%H", "--", "dvc.lock").split()
+    return found[0] if found else ""
+
+
+def runs_with_digest(client, digest: str) -> list:
+    """The runs of every experiment tagged with model digest `digest` (a full digest, or the
+    first 8 or more hex digits of one), oldest first."""
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    if not experiments:
+        return []
+    condition = f"= '{digest}'" if len(digest) == 64 else f"LIKE '{digest}%'"
+    return client.search_runs(experiments, filter_string=f"tags.`{tracking.MODEL_TAG}` {condition}",
+                              order_by=["attributes.start_time ASC"])
+
+
+def describe_model(client, target: str | Path, root: Path | None = None) -> str:
+    """The runs, registered versions and first commit of a model, given as its folder (e.g.
+    models/vit) or as its digest (`tracking.model_digest`: 64 hex digits, or the first 8 or more).
+
+    The runs are those in the store `client` reads (MLFLOW_TRACKING_URI, else mlflow.db) tagged
+    `model.digest`. The commit is the oldest one whose dvc.lock recorded the model's DVC hash
+    (`git log --reverse -S <hash> -- dvc.lock`). A folder's DVC hash is the `md5` the working
+    tree's dvc.lock records for it; a digest is mapped to its folder and DVC hash through the
+    lineage table of reports/README.md, in the working tree or else in the file's git history."""
+    target = str(target)
+    if Path(target).is_dir():
+        folder = Path(target)
+        if not any(folder.iterdir()):
+            raise UserError(f"{folder} holds no model; give a train stage's out, e.g. models/vit, "
+                            f"and run `dvc pull` or `dvc repro` first")
+        root = root or _project_root(folder)
+        _require_git(root)
+        digest = tracking.model_digest(folder)
+        try:
+            name = folder.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            name = folder.as_posix()
+        dvc_hash = report.dvc_hashes(root).get(name, "")
+    elif DIGEST.fullmatch(target.lower()):
+        root = root or _project_root(Path.cwd())
+        _require_git(root)
+        digest = target.lower()
+        name, dvc_hash = "", ""
+        row = _report_row(root, digest)
+        if row:
+            name, digest, dvc_hash = row
+    else:
+        raise UserError(f"{target!r} is neither a model folder nor a model digest (8 to 64 hex "
+                        f"digits); give e.g. models/vit, or a digest from reports/README.md")
+    runs = runs_with_digest(client, digest)
+    if runs and len(digest) < 64:
+        digest = runs[0].data.tags[tracking.MODEL_TAG]
+    commit = first_commit(root, dvc_hash) if dvc_hash else ""
+    if commit:
+        committed = f"{commit} (its dvc.lock first recorded this model)"
+    elif dvc_hash:
+        committed = "none yet: no commit's dvc.lock records this model (commit dvc.lock)"
+    else:
+        committed = "unknown: dvc.lock does not record this model folder"
     if not runs:
-        raise UserError(f"no MLflow run in {tracking.tracking_uri()} wrote the model in {folder}; "
-                        f"it was trained against another tracking store")
-    lines = [f"{folder}: model digest {tracking.model_digest(folder)[:16]}, written by "
-             f"{len(runs)} run(s), oldest first"]
-    lines += [f"  {run.info.run_id}  {run.data.tags.get('dvc.stage', '')}  "
-              f"commit {run.data.tags.get('git.commit', 'unknown')[:12]}" for run in runs]
+        what = (f"wrote the model in {name}" if Path(target).is_dir()
+                else f"has model digest {digest}")
+        raise UserError(f"no MLflow run in {tracking.tracking_uri()} {what}; git commit: "
+                        f"{committed}; `dvc repro` evaluates it into this store (or set "
+                        f"MLFLOW_TRACKING_URI to the store it was trained against)")
+    versions = (client.search_model_versions(f"tags.`{tracking.MODEL_TAG}` = '{digest}'")
+                if len(digest) == 64 else [])
+    lines = [f"model digest  {digest}",
+             f"model folder  {name or 'unknown: not in reports/README.md'}"
+             + (f"  (DVC hash {dvc_hash})" if dvc_hash else ""),
+             f"git commit    {committed}"]
+    lines += [f"registered    models:/{version.name}/{version.version}"
+              for version in sorted(versions, key=lambda v: (v.name, int(v.version)))]
+    lines.append(f"written by {len(runs)} run(s) in {tracking.tracking_uri()}, oldest first:")
+    for run in runs:
+        metric = run.data.metrics.get("test_accuracy")
+        lines.append(f"  {run.info.run_id}  {run.data.tags.get('dvc.stage', '')}  "
+                     f"commit {run.data.tags.get('git.commit', 'unknown')[:12]}"
+                     + (f"  test_accuracy {metric:.4f}" if metric is not None else ""))
+    if commit:
+        lines += ["", "restore:", f"  git checkout {commit} && dvc pull {name}".rstrip()]
     return "\n".join(lines)
 
 
@@ -99,16 +207,22 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="an MLflow run id").add_argument("run_id")
     sub.add_parser("exp", help="a DVC experiment name").add_argument("name")
-    sub.add_parser("model", help="a model folder, e.g. models/vit").add_argument("folder",
-                                                                                   type=Path)
+    sub.add_parser("model", help="a model folder (e.g. models/vit) or a model digest (from "
+                   "reports/README.md)").add_argument("target")
     args = parser.parse_args()
-    client = _client()
-    if args.command == "run":
-        print(describe_run(client, args.run_id))
-    elif args.command == "exp":
-        print(describe_experiment(client, args.name))
-    else:
-        print(describe_model(client, args.folder))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = _client()
+        if args.command == "run":
+            print(describe_run(client, args.run_id))
+        elif args.command == "exp":
+            print(describe_experiment(client, args.name))
+        else:
+            print(describe_model(client, args.target))
+    except MlflowException as error:  # e.g. a store that is not an MLflow store
+        raise UserError(f"MLflow store {tracking.tracking_uri()}: "
+                        f"{str(error).strip().splitlines()[0][:200]}") from None
 
 
 if __name__ == "__main__":

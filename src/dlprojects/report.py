@@ -1,8 +1,14 @@
 """The report stage: `reports/index.html`, one self-contained page (figures inlined, no external
-scripts, styles or fonts) with the results of the four projects against the published figures,
-every figure, and for each result the first MLflow run that produced its model, with that run's git
-commit (identical reruns add runs but leave the page as it was); and `reports/README.md`, the same for
-reading on a forge (figures linked, not inlined).
+scripts, styles or fonts) with the results of the four projects against the published figures and
+every figure; and `reports/README.md`, the same for reading on a forge (figures linked, not
+inlined).
+
+Each result is named by its model's digest (`tracking.model_digest`, the `model.digest` tag of its
+MLflow runs and registered versions) and the DVC hash dvc.lock records for the model folder, never
+by an MLflow run id: run ids exist only in the store of the machine that made them, and the report
+is committed. `python -m dlprojects.lineage model <folder or digest>` lists the runs of a digest in
+whichever store MLFLOW_TRACKING_URI names, and the commit whose dvc.lock first recorded the model.
+The report reads only files, so the same results give the same bytes on every machine.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from dlprojects import tracking
 from dlprojects.errors import UserError
@@ -26,7 +34,7 @@ class Result:
     model: str
     metrics: str  # metrics JSON under reports/
     key: tuple[str, ...]  # path to the test accuracy inside it
-    model_dir: str  # the train stage's out: its digest finds the run (tracking.runs_of_model)
+    model_dir: str  # the train stage's out: its digest names the result (and finds its runs)
     published: dict[str, str] = field(default_factory=dict)  # dataset -> published figure
 
 
@@ -61,7 +69,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def check_inputs(root: Path) -> None:
-    """Fail, naming the fix, when an evaluate stage's results are missing (before MLflow opens)."""
+    """Fail, naming the fix, when an evaluate stage's results or a train stage's model is gone."""
     for result in RESULTS:
         _read_json(root / "reports" / result.metrics)
         if not (root / result.model_dir).is_dir():
@@ -69,22 +77,20 @@ def check_inputs(root: Path) -> None:
                             f"stage has run")
 
 
-def run_info(client, project: str, model_dir: Path) -> dict[str, str]:
-    """Run id, git commit and dirty flag of the first run that wrote the model in `model_dir`
-    from committed code (else the first run at all): reruns that make the same bytes add runs
-    but leave the report as it was."""
-    runs = sorted(tracking.runs_of_model(client, project, model_dir, newest_first=False),
-                  key=lambda run: run.data.tags.get("git.dirty") != "false")  # stable: by time
-    if not runs:
-        return {"run_id": "not in this tracking store", "commit": "unknown", "dirty": "unknown",
-                "stage": ""}
-    tags = runs[0].data.tags
-    return {"run_id": runs[0].info.run_id, "commit": tags.get("git.commit", "unknown"),
-            "dirty": tags.get("git.dirty", "unknown"), "stage": tags.get("dvc.stage", "")}
+NOT_RECORDED = "not in dvc.lock"
 
 
-def collect(root: Path, client) -> list[dict[str, Any]]:
+def dvc_hashes(root: Path) -> dict[str, str]:
+    """The DVC hash (`md5`) that root/dvc.lock records for each out path."""
+    lock_file = root / "dvc.lock"
+    lock = (yaml.safe_load(lock_file.read_text()) or {}) if lock_file.exists() else {}
+    return {out["path"]: out.get("md5") or out.get("hash", "")
+            for stage in (lock.get("stages") or {}).values() for out in stage.get("outs", [])}
+
+
+def collect(root: Path) -> list[dict[str, Any]]:
     """One dict per row of the results table."""
+    recorded = dvc_hashes(root)
     rows = []
     for result in RESULTS:
         metrics = _read_json(root / "reports" / result.metrics)
@@ -95,7 +101,9 @@ def collect(root: Path, client) -> list[dict[str, Any]]:
         rows.append({"project": result.project, "model": result.model, "dataset": dataset,
                      "test_accuracy": float(value),
                      "published": result.published.get(dataset, ""),
-                     **run_info(client, result.project, root / result.model_dir)})
+                     "folder": result.model_dir,
+                     "digest": tracking.model_digest(root / result.model_dir),
+                     "dvc_hash": recorded.get(result.model_dir, NOT_RECORDED)})
     return rows
 
 
@@ -106,14 +114,27 @@ def figures(reports: Path) -> dict[str, list[Path]]:
             for project, folders in FIGURE_FOLDERS.items()}
 
 
+SHORT = 12  # hex digits of the digest in the results table; lineage accepts it as well
+
+
 def _table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     return [[row["project"], row["model"], row["dataset"], f"{100 * row['test_accuracy']:.2f}%",
-             row["published"] or "-", row["run_id"],
-             row["commit"][:12] + (" (dirty)" if row["dirty"] == "true" else "")]
-            for row in rows]
+             row["published"] or "-", row["digest"][:SHORT]] for row in rows]
 
 
-HEADER = ["project", "model", "data", "test accuracy", "published", "MLflow run", "git commit"]
+def _lineage_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [[row["folder"], row["digest"], row["dvc_hash"]] for row in rows]
+
+
+HEADER = ["project", "model", "data", "test accuracy", "published", "model digest"]
+LINEAGE_HEADER = ["model folder", "model digest (sha256)", "DVC hash (dvc.lock)"]
+LINEAGE_COMMAND = "python -m dlprojects.lineage model <folder or digest>"
+LINEAGE_TEXT = ("Each result is named by its model digest, a sha256 of the model folder's files "
+                "(the <code>model.digest</code> tag of its MLflow runs and registered model "
+                "versions). <code>{command}</code> lists its runs in your MLflow store "
+                "(<code>MLFLOW_TRACKING_URI</code>, else <code>mlflow.db</code>) and the git "
+                "commit whose <code>dvc.lock</code> first recorded the model; <code>git checkout "
+                "&lt;commit&gt; &amp;&amp; dvc pull</code> restores it.")
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}
 th{background:#f4f4f4}td:nth-child(4){text-align:right;font-weight:bold}
@@ -134,12 +155,15 @@ def render_html(rows: list[dict[str, Any]], plots: dict[str, list[Path]], report
         sections.append(f'<section id="{escape(project)}"><h2>{escape(project)}</h2>'
                         f"{images}</section>")
     head = "".join(f"<th>{escape(name)}</th>" for name in HEADER)
+    lineage = "".join("<tr>" + "".join(f"<td><code>{escape(cell)}</code></td>" for cell in cells)
+                      + "</tr>" for cells in _lineage_rows(rows))
+    lineage_head = "".join(f"<th>{escape(name)}</th>" for name in LINEAGE_HEADER)
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>dlprojects report</title><style>{STYLE}</style></head><body>"
-            "<h1>dlprojects: results</h1><p>Test accuracy of each project's default run; "
-            "restore any of them from its commit with <code>git checkout &lt;commit&gt; &amp;&amp; "
-            "dvc pull</code>.</p>"
+            "<h1>dlprojects: results</h1><p>Test accuracy of each project's default run.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table>"
+            f"<h2>Lineage</h2><p>{LINEAGE_TEXT.format(command=escape(LINEAGE_COMMAND))}</p>"
+            f"<table><thead><tr>{lineage_head}</tr></thead><tbody>{lineage}</tbody></table>"
             + "".join(sections) + "</body></html>\n")
 
 
@@ -150,16 +174,21 @@ def render_markdown(rows: list[dict[str, Any]], plots: dict[str, list[Path]],
              "and `index.html`).", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cells) + " |" for cells in _table_rows(rows)]
+    text = html.unescape(LINEAGE_TEXT.replace("<code>", "`").replace("</code>", "`"))
+    lines += ["", "## Lineage", "", text.format(command=LINEAGE_COMMAND), "",
+              "| " + " | ".join(LINEAGE_HEADER) + " |", "|" + "---|" * len(LINEAGE_HEADER)]
+    lines += ["| " + " | ".join(f"`{cell}`" for cell in cells) + " |"
+              for cells in _lineage_rows(rows)]
     for project, paths in plots.items():
         lines += ["", f"## {project}", ""]
         lines += [f"![{path.stem}]({path.relative_to(reports).as_posix()})" for path in paths]
     return "\n".join(lines) + "\n"
 
 
-def write_report(root: Path, client) -> tuple[Path, Path]:
+def write_report(root: Path) -> tuple[Path, Path]:
     """Write reports/index.html and reports/README.md (each atomically); return their paths."""
     reports = root / "reports"
-    rows = collect(root, client)
+    rows = collect(root)
     plots = figures(reports)
     written = []
     for name, text in (("index.html", render_html(rows, plots, reports)),

@@ -68,15 +68,19 @@ class NumpyClassifier(mlflow.pyfunc.PythonModel):
         return numpy_nn.softmax(logits)
 
 
-def log_numpy_model(spec: dict[str, Any], weights: Path, registered_name: str) -> None:
-    """Log the network to the active run as artifact "model" and register it."""
+def log_numpy_model(spec: dict[str, Any], weights: Path, registered_name: str, *,
+                    model_dir: Path) -> None:
+    """Log the network to the active run as artifact "model" and register it, unless a version
+    of `registered_name` already holds the model in `model_dir` (the train stage's out that
+    `weights` is in; see `tracking.register_once`)."""
     import dlprojects
+    from dlprojects import tracking
 
     with tempfile.TemporaryDirectory() as scratch:
         spec_file = Path(scratch) / "spec.json"
         spec_file.write_text(json.dumps(spec))
-        mlflow.pyfunc.log_model(name="model", python_model=NumpyClassifier(),
-                                artifacts={"spec": str(spec_file), "weights": str(weights)},
-                                code_paths=[str(Path(dlprojects.__file__).parent)],
-                                pip_requirements=[f"numpy=={np.__version__}"],
-                                registered_model_name=registered_name)
+        tracking.register_once(registered_name, model_dir, lambda: mlflow.pyfunc.log_model(
+            name="model", python_model=NumpyClassifier(),
+            artifacts={"spec": str(spec_file), "weights": str(weights)},
+            code_paths=[str(Path(dlprojects.__file__).parent)],
+            pip_requirements=[f"numpy=={np.__version__}"]))

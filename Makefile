@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MPLBAC
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PYTHONUNBUFFERED=1
 
-.PHONY: setup browser repro full-size test test-fast ui clean
+.PHONY: setup browser repro seeds full-size test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 repro: setup
 	dvc repro
+
+# Each project's training over seeds 1-4 (seed 0 is the default run), each seed a DVC experiment
+# (`dvc exp show`), then the spread of test accuracy in reports/seeds.md
+seeds: setup
+	python -m dlprojects.seeds run
+	python -m dlprojects.seeds table
 
 # The full-size configuration, for a GPU, as the DVC experiment "full-size" (`dvc exp show`; the
 # stages log the changed params to MLflow, tagged dvc.exp_name=full-size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dlprojects  # noqa: F401  first: the test process runs the pinned numerics, like a stage
+
 import os
 import shutil
 import subprocess

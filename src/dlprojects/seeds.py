@@ -1,0 +1,132 @@
+"""How much each result owes to its seed: every project's training over several seeds, each seed a
+DVC experiment, and a table of the spread of test accuracy.
+
+    python -m dlprojects.seeds run              # queue seeds 1-4 as DVC experiments, run them
+    python -m dlprojects.seeds table            # reports/seeds.md from `dvc exp show`
+
+Seed 0 is the default run (the workspace's committed results). A seed sets initialisation,
+dropout, batch order and augmentation of every training stage (and sentiment's validation
+split); the data splits and the embedded review subset stay those of params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from dlprojects.errors import UserError, run_main
+
+SEED_PARAMS = ("train_backprop.seed", "train_fashion.loop.seed", "train_vit.loop.seed",
+               "train_sentiment.loop.seed")
+EXPERIMENT_PREFIX = "seed-"
+# (row label, metrics file, keys to the test accuracy inside it)
+ROWS = (
+    ("backprop MLP", "reports/backprop/mlp/metrics.json", ("test_accuracy",)),
+    ("backprop CNN", "reports/backprop/cnn/metrics.json", ("test_accuracy",)),
+    ("fashion improved", "reports/fashion/metrics.json", ("improved", "test_accuracy")),
+    ("fashion baseline", "reports/fashion/metrics.json", ("baseline", "test_accuracy")),
+    ("vit", "reports/vit/metrics.json", ("test_accuracy",)),
+    ("sentiment", "reports/sentiment/metrics.json", ("test_accuracy",)),
+)
+
+
+def _dvc(*args: str) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"`dvc {' '.join(args)}` failed: "
+                        f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return result.stdout
+
+
+def run(seeds: list[int]) -> None:
+    """Queue one experiment per seed (named seed-<n>) and run the queue, one at a time (each stage
+    already uses every core)."""
+    for seed in seeds:
+        overrides = [arg for name in SEED_PARAMS for arg in ("-S", f"{name}={seed}")]
+        _dvc("exp", "run", "--queue", "-n", f"{EXPERIMENT_PREFIX}{seed}", *overrides)
+        print(f"queued {EXPERIMENT_PREFIX}{seed}")
+    _dvc("exp", "run", "--run-all", "-j", "1")
+
+
+def _accuracy(metrics: dict[str, Any], path: str, keys: tuple[str, ...]) -> float | None:
+    value: Any = (metrics.get(path) or {}).get("data")
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value)
+
+
+def collect() -> dict[int, dict[str, float | None]]:
+    """Test accuracy per row, by seed: seed 0 from the workspace, others from seed-<n> runs."""
+    shown = json.loads(_dvc("exp", "show", "--json", "--no-fetch"))
+    by_seed: dict[int, dict[str, float | None]] = {}
+    for baseline in shown:
+        if baseline.get("rev") == "workspace":
+            by_seed[0] = _row_values(baseline)
+        for experiment in baseline.get("experiments") or []:
+            name = experiment.get("name") or ""
+            for rev in experiment.get("revs") or []:
+                if name.startswith(EXPERIMENT_PREFIX) and not rev.get("error"):
+                    by_seed[int(name.removeprefix(EXPERIMENT_PREFIX))] = _row_values(rev)
+    return by_seed
+
+
+def _row_values(rev: dict[str, Any]) -> dict[str, float | None]:
+    metrics = (rev.get("data") or {}).get("metrics") or {}
+    return {label: _accuracy(metrics, path, keys) for label, path, keys in ROWS}
+
+
+def table(by_seed: dict[int, dict[str, float | None]]) -> str:
+    seeds = sorted(by_seed)
+    lines = ["# Test accuracy over seeds", "",
+             f"Seeds {', '.join(map(str, seeds))} (`make seeds`: one DVC experiment per seed, "
+             f"`dvc exp show`); seed 0 is the default run. Percent; the standard deviation is the "
+             f"sample one (n - 1).", "",
+             "| project | default run | mean | std | min | max | runs |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, _, _ in ROWS:
+        values = [100 * by_seed[seed][label] for seed in seeds
+                  if by_seed[seed].get(label) is not None]
+        if not values:
+            continue
+        default = by_seed.get(0, {}).get(label)
+        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+        lines.append(f"| {label} | {'-' if default is None else f'{100 * default:.2f}'} | "
+                     f"{statistics.mean(values):.2f} | {spread:.2f} | {min(values):.2f} | "
+                     f"{max(values):.2f} | {len(values)} |")
+    improved, baseline = "fashion improved", "fashion baseline"
+    wins = [by_seed[s][improved] > by_seed[s][baseline] for s in seeds
+            if by_seed[s].get(improved) is not None and by_seed[s].get(baseline) is not None]
+    if wins:
+        lines += ["", f"FashionMNIST improved above its baseline in {sum(wins)} of {len(wins)} "
+                      f"seeds."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="queue and run one DVC experiment per seed")
+    run_parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
+    table_parser = commands.add_parser("table", help="write the spread of test accuracy")
+    table_parser.add_argument("--output", type=Path, default=Path("reports/seeds.md"))
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args.seeds)
+        return
+    by_seed = collect()
+    if len(by_seed) < 2:
+        raise UserError("fewer than two seeds found in `dvc exp show`; run "
+                        "`python -m dlprojects.seeds run` (make seeds) first")
+    args.output.write_text(table(by_seed))
+    print(args.output.read_text(), end="")
+
+
+if __name__ == "__main__":
+    run_main(main)

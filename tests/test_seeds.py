@@ -1,0 +1,43 @@
+"""The seed-spread table (`make seeds`): figures per project from each seed's experiment."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from dlprojects import seeds
+
+
+def _runs(values: dict[str, list[float]]) -> dict[int, dict[str, float | None]]:
+    count = len(next(iter(values.values())))
+    return {seed: {label: series[seed] for label, series in values.items()}
+            for seed in range(count)}
+
+
+def test_table_gives_mean_spread_and_the_default_run():
+    accuracies = [0.9045, 0.9031, 0.9052, 0.9040, 0.9019]
+    text = seeds.table(_runs({"fashion improved": accuracies,
+                              "fashion baseline": [0.8974, 0.8980, 0.8960, 0.8991, 0.8970]}))
+    row = next(line for line in text.splitlines() if line.startswith("| fashion improved"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    percent = [100 * value for value in accuracies]
+    assert cells == ["fashion improved", "90.45", f"{statistics.mean(percent):.2f}",
+                     f"{statistics.stdev(percent):.2f}", "90.19", "90.52", "5"]
+    assert "FashionMNIST improved above its baseline in 5 of 5 seeds." in text
+
+
+def test_a_seed_whose_experiment_failed_is_left_out_and_counted():
+    runs = _runs({"vit": [0.91, 0.92, 0.93]})
+    runs[2]["vit"] = None
+    row = next(line for line in seeds.table(runs).splitlines() if line.startswith("| vit"))
+    assert row.endswith("| 2 |")
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    ({"reports/vit/metrics.json": {"data": {"test_accuracy": 0.9126}}}, 0.9126),
+    ({"reports/vit/metrics.json": {"data": {}}}, None),
+    ({}, None),
+])
+def test_accuracy_read_from_dvc_exp_show_metrics(metrics, expected):
+    assert seeds._accuracy(metrics, "reports/vit/metrics.json", ("test_accuracy",)) == expected

@@ -41,6 +41,9 @@ def main() -> None:
                          pooling=params.pooling).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
                                   weight_decay=params.weight_decay)
+    steps = loop.epochs * -(-len(train) // loop.batch_size)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+                 if params.lr_schedule == "cosine" else None)
     resolved = {"train_sentiment": dataclasses.asdict(params), "embedding": embedding}
 
     checkpoint, run_fingerprint = Path("checkpoints/sentiment.pt"), fingerprint(resolved)
@@ -53,7 +56,8 @@ def main() -> None:
                            if key != "splits"})
         tracking.log_summary({"parameters": sum(p.numel() for p in model.parameters()),
                               "train_reviews": len(train_index), "val_reviews": len(val_index)})
-        result = fit(model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train=train,
+        result = fit(model, optimizer=optimizer, scheduler=scheduler,
+                     loss_fn=nn.CrossEntropyLoss(), train=train,
                      train_size=len(train), evals={"val": val}, epochs=loop.epochs, device=device,
                      generator=generator, amp=loop.amp, patience=params.patience,
                      select="val_accuracy", history_file=args.history,

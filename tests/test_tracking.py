@@ -63,6 +63,14 @@ def test_a_run_carries_its_lineage(project, monkeypatch):
 
 
 def test_a_dirty_tree_is_tagged(project):
+    # What `dvc repro` writes as it goes (dvc.lock, results under reports/) is not a code change
+    (project / "reports").mkdir()
+    (project / "reports/metrics.json").write_text("{}\n")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "results"], cwd=project, check=True)
+    (project / "reports/metrics.json").write_text('{"test_accuracy": 0.9}\n')
+    (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert tracking.git_state(project)["git.dirty"] == "false"
     (project / "dvc.yaml").write_text("stages: {}  # edited\n")
     assert tracking.git_state(project)["git.dirty"] == "true"
 

@@ -202,8 +202,8 @@ IMDB_REVIEWS_PER_SPLIT = 25_000
 class EmbedImdbParams:
     """Frozen-BERT token states of IMDB reviews (stage embed_imdb); download.bert.model picks it."""
 
-    train_samples: int = 4000  # seeded balanced subset of the 25,000 train reviews (0: all)
-    test_samples: int = 2000  # likewise of the 25,000 test reviews (0: all)
+    train_samples: int = 6000  # seeded balanced subset of the 25,000 train reviews (0: all)
+    test_samples: int = 5000  # likewise of the 25,000 test reviews (0: all)
     seed: int = 0  # which reviews the subsets keep
     max_length: int = 256  # tokens per review incl. [CLS] and [SEP]; at most the BERT's positions
     truncation: Literal["head_tail", "head", "tail"] = "head_tail"  # which part of a review stays
@@ -240,8 +240,9 @@ class TrainSentimentParams:
     projection: int = 128  # > 0: token states -> this many features before the RNN (cheaper)
     pooling: Literal["last", "mean_max"] = "mean_max"  # what the output layer reads (see model)
     dropout: float = 0.25  # on the RNN inputs, between layers and before the output
-    val_fraction: float = 0.1  # of the embedded train reviews, stratified, seeded; picks the epoch
+    val_fraction: float = 0.2  # of the embedded train reviews, stratified, seeded; picks the epoch
     lr: float = 2e-3  # AdamW
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: to 0 over loop.epochs, per step
     weight_decay: float = 1e-2
     patience: int = 2  # stop after this many epochs without a val_accuracy gain
     loop: LoopParams = field(

@@ -141,6 +141,35 @@ th{background:#f4f4f4}td:nth-child(4){text-align:right;font-weight:bold}
 img{max-width:100%;border:1px solid #eee;margin:4px 0}code{font-size:90%}"""
 
 
+def seed_table(reports: Path) -> list[str]:
+    """The lines of reports/seeds.md (`make seeds`): the spread of each result over seeds."""
+    path = reports / "seeds.md"
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def _markdown_html(lines: list[str]) -> str:
+    """The seeds table's Markdown as HTML: its heading, paragraphs and one table."""
+    escape, parts, table = html.escape, [], []
+    for line in lines:
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if not set("".join(cells)) <= set("-:"):  # not the separator row
+                tag = "th" if not table else "td"
+                table.append("<tr>" + "".join(f"<{tag}>{escape(c)}</{tag}>" for c in cells)
+                             + "</tr>")
+            continue
+        if table:
+            parts.append(f"<table>{''.join(table)}</table>")
+            table = []
+        if line.startswith("# "):
+            parts.append(f"<h2>{escape(line[2:])}</h2>")
+        elif line.strip():
+            parts.append(f"<p>{escape(line).replace('`', '')}</p>")
+    if table:
+        parts.append(f"<table>{''.join(table)}</table>")
+    return "".join(parts)
+
+
 def render_html(rows: list[dict[str, Any]], plots: dict[str, list[Path]], reports: Path) -> str:
     escape = html.escape
     table = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>"
@@ -162,6 +191,7 @@ def render_html(rows: list[dict[str, Any]], plots: dict[str, list[Path]], report
             f"<title>dlprojects report</title><style>{STYLE}</style></head><body>"
             "<h1>dlprojects: results</h1><p>Test accuracy of each project's default run.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table>"
+            f"{_markdown_html(seed_table(reports))}"
             f"<h2>Lineage</h2><p>{LINEAGE_TEXT.format(command=escape(LINEAGE_COMMAND))}</p>"
             f"<table><thead><tr>{lineage_head}</tr></thead><tbody>{lineage}</tbody></table>"
             + "".join(sections) + "</body></html>\n")
@@ -174,6 +204,8 @@ def render_markdown(rows: list[dict[str, Any]], plots: dict[str, list[Path]],
              "and `index.html`).", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cells) + " |" for cells in _table_rows(rows)]
+    lines += [f"#{line}" if line.startswith("# ") else line
+              for line in ["", *seed_table(reports)]]
     text = html.unescape(LINEAGE_TEXT.replace("<code>", "`").replace("</code>", "`"))
     lines += ["", "## Lineage", "", text.format(command=LINEAGE_COMMAND), "",
               "| " + " | ".join(LINEAGE_HEADER) + " |", "|" + "---|" * len(LINEAGE_HEADER)]

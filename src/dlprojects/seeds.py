@@ -4,6 +4,8 @@ DVC experiment, and a table of the spread of test accuracy.
     python -m dlprojects.seeds run              # queue seeds 1-4 as DVC experiments, run them
     python -m dlprojects.seeds table            # reports/seeds.md from `dvc exp show`
 
+The report stage puts reports/seeds.md into reports/index.html and reports/README.md.
+
 Seed 0 is the default run (the workspace's committed results). A seed sets initialisation,
 dropout, batch order and augmentation of every training stage (and sentiment's validation
 split); the data splits and the embedded review subset stay those of params.yaml.
@@ -95,10 +97,12 @@ def table(by_seed: dict[int, dict[str, float | None]]) -> str:
         if not values:
             continue
         default = by_seed.get(0, {}).get(label)
-        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+        spread = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "-"
         lines.append(f"| {label} | {'-' if default is None else f'{100 * default:.2f}'} | "
-                     f"{statistics.mean(values):.2f} | {spread:.2f} | {min(values):.2f} | "
+                     f"{statistics.mean(values):.2f} | {spread} | {min(values):.2f} | "
                      f"{max(values):.2f} | {len(values)} |")
+    if len(seeds) == 1:
+        lines += ["", "Only the default run so far: `make seeds` runs seeds 1-4."]
     improved, baseline = "fashion improved", "fashion baseline"
     wins = [by_seed[s][improved] > by_seed[s][baseline] for s in seeds
             if by_seed[s].get(improved) is not None and by_seed[s].get(baseline) is not None]
@@ -121,9 +125,8 @@ def main() -> None:
         run(args.seeds)
         return
     by_seed = collect()
-    if len(by_seed) < 2:
-        raise UserError("fewer than two seeds found in `dvc exp show`; run "
-                        "`python -m dlprojects.seeds run` (make seeds) first")
+    if not by_seed:
+        raise UserError("no results in `dvc exp show`; run `dvc repro` first")
     args.output.write_text(table(by_seed))
     print(args.output.read_text(), end="")
 

@@ -73,8 +73,11 @@ def git_state(root: Path) -> dict[str, str]:
         return result.stdout.strip() if result.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    # Outputs DVC writes (data, models, reports) are not code changes: look at tracked files only.
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # What `dvc repro` itself writes (dvc.lock, the results under reports/) is not a code change,
+    # nor are untracked outputs (data, models): the code is the other tracked files.
+    changed = [line.split(maxsplit=1)[-1] for line in
+               git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    dirty = any(not path.startswith(("dvc.lock", "reports/")) for path in changed)
     return {"git.commit": commit, "git.dirty": str(dirty).lower(),
             "mlflow.source.git.commit": commit}
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,37 @@ def _dvc(*args: str) -> str:
     return result.stdout
 
 
-def run(seeds: list[int]) -> None:
-    """Queue one experiment per seed (named seed-<n>) and run the queue, one at a time (each stage
-    already uses every core)."""
+def run(seeds: list[int], poll_seconds: float = 30) -> None:
+    """Queue one experiment per seed (named seed-<n>), start one queue worker (each stage already
+    uses every core) and wait until the queue is empty."""
     for seed in seeds:
         overrides = [arg for name in SEED_PARAMS for arg in ("-S", f"{name}={seed}")]
         _dvc("exp", "run", "--queue", "-n", f"{EXPERIMENT_PREFIX}{seed}", *overrides)
-        print(f"queued {EXPERIMENT_PREFIX}{seed}")
-    _dvc("exp", "run", "--run-all", "-j", "1")
+        print(f"queued {EXPERIMENT_PREFIX}{seed}", flush=True)
+    _dvc("queue", "start", "-j", "1")
+    done: set[str] = set()
+    while True:
+        states = _queue_states()
+        for name, state in states.items():
+            if state not in ("Queued", "Running") and name not in done:
+                done.add(name)
+                print(f"{name}: {state.lower()}", flush=True)
+        if not any(state in ("Queued", "Running") for state in states.values()):
+            break
+        time.sleep(poll_seconds)
+    failed = sorted(name for name, state in states.items() if state == "Failed")
+    if failed:
+        raise UserError(f"{', '.join(failed)} failed; see `dvc queue logs <name>`")
+
+
+def _queue_states() -> dict[str, str]:
+    """Experiment name -> Queued, Running, Success or Failed, from `dvc queue status`."""
+    states = {}
+    for line in _dvc("queue", "status").splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1].startswith(EXPERIMENT_PREFIX):
+            states[words[1]] = words[-1]
+    return states
 
 
 def _accuracy(metrics: dict[str, Any], path: str, keys: tuple[str, ...]) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -41,3 +42,29 @@ def test_a_seed_whose_experiment_failed_is_left_out_and_counted():
 ])
 def test_accuracy_read_from_dvc_exp_show_metrics(metrics, expected):
     assert seeds._accuracy(metrics, "reports/vit/metrics.json", ("test_accuracy",)) == expected
+
+
+def _rev(seed: int, accuracy: float) -> dict:
+    """One revision as `dvc exp show --json` (DVC 3.67) gives it, trimmed to what is read."""
+    seeds_params = {"train_backprop": {"seed": seed}, "train_fashion": {"loop": {"seed": seed}},
+                    "train_vit": {"loop": {"seed": seed}},
+                    "train_sentiment": {"loop": {"seed": seed}}}
+    return {"rev": "x", "name": None, "error": None, "data": {
+        "params": {"params.yaml": {"data": seeds_params}},
+        "metrics": {"reports/vit/metrics.json": {"data": {"test_accuracy": accuracy}}}}}
+
+
+def test_collect_takes_finished_seed_experiments_only(monkeypatch):
+    shown = [{**_rev(0, 0.91), "rev": "workspace"},
+             {"rev": "c8f37c1", "name": "main", "experiments": [
+                 {"name": "seed-1", "executor": None, "revs": [_rev(1, 0.92)]},
+                 # still running: it shows its baseline's metrics, which are not seed 2's
+                 {"name": "seed-2", "executor": {"state": "running"}, "revs": [_rev(2, 0.91)]},
+                 {"name": "seed-3", "executor": {"state": "failed"}, "revs": [_rev(3, 0.5)]},
+                 # a seed-4 whose params say otherwise is not seed 4
+                 {"name": "seed-4", "executor": None, "revs": [_rev(0, 0.91)]},
+                 {"name": "lr-sweep", "executor": None, "revs": [_rev(0, 0.8)]}]}]
+    monkeypatch.setattr(seeds, "_dvc", lambda *args: json.dumps(shown))
+    by_seed = seeds.collect()
+    assert sorted(by_seed) == [0, 1]
+    assert by_seed[1]["vit"] == 0.92 and by_seed[0]["vit"] == 0.91

@@ -96,10 +96,26 @@ def collect() -> dict[int, dict[str, float | None]]:
             by_seed[0] = _row_values(baseline)
         for experiment in baseline.get("experiments") or []:
             name = experiment.get("name") or ""
+            state = (experiment.get("executor") or {}).get("state", "success")
+            if not name.startswith(EXPERIMENT_PREFIX) or state != "success":
+                continue  # a queued or running experiment shows its baseline's metrics
+            seed = int(name.removeprefix(EXPERIMENT_PREFIX))
             for rev in experiment.get("revs") or []:
-                if name.startswith(EXPERIMENT_PREFIX) and not rev.get("error"):
-                    by_seed[int(name.removeprefix(EXPERIMENT_PREFIX))] = _row_values(rev)
+                if not rev.get("error") and _seeds_of(rev) == {seed}:
+                    by_seed[seed] = _row_values(rev)
     return by_seed
+
+
+def _seeds_of(rev: dict[str, Any]) -> set[Any]:
+    """The values of the seed params in an experiment's params.yaml."""
+    params = ((rev.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
+    values = set()
+    for dotted in SEED_PARAMS:
+        value: Any = params
+        for key in dotted.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        values.add(value)
+    return values
 
 
 def _row_values(rev: dict[str, Any]) -> dict[str, float | None]:

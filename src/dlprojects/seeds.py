@@ -2,7 +2,7 @@
 DVC experiment, and a table of the spread of test accuracy.
 
     python -m dlprojects.seeds run              # queue seeds 1-4 as DVC experiments, run them
-    python -m dlprojects.seeds table            # reports/seeds.md from `dvc exp show`
+    python -m dlprojects.seeds table            # reports/seeds.md from `dvc exp show --all-commits`
 
 The report stage puts reports/seeds.md into reports/index.html and reports/README.md.
 
@@ -89,7 +89,7 @@ def _accuracy(metrics: dict[str, Any], path: str, keys: tuple[str, ...]) -> floa
 
 def collect() -> dict[int, dict[str, float | None]]:
     """Test accuracy per row, by seed: seed 0 from the workspace, others from seed-<n> runs."""
-    shown = json.loads(_dvc("exp", "show", "--json", "--no-fetch"))
+    shown = json.loads(_dvc("exp", "show", "--json", "--no-fetch", "--all-commits"))
     by_seed: dict[int, dict[str, float | None]] = {}
     for baseline in shown:
         if baseline.get("rev") == "workspace":

@@ -22,19 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from dlprojects.errors import UserError, run_main
+from dlprojects.report import RESULTS
 
 SEED_PARAMS = ("train_backprop.seed", "train_fashion.loop.seed", "train_vit.loop.seed",
                "train_sentiment.loop.seed")
 EXPERIMENT_PREFIX = "seed-"
-# (row label, metrics file, keys to the test accuracy inside it)
-ROWS = (
-    ("backprop MLP", "reports/backprop/mlp/metrics.json", ("test_accuracy",)),
-    ("backprop CNN", "reports/backprop/cnn/metrics.json", ("test_accuracy",)),
-    ("fashion improved", "reports/fashion/metrics.json", ("improved", "test_accuracy")),
-    ("fashion baseline", "reports/fashion/metrics.json", ("baseline", "test_accuracy")),
-    ("vit", "reports/vit/metrics.json", ("test_accuracy",)),
-    ("sentiment", "reports/sentiment/metrics.json", ("test_accuracy",)),
-)
+# Row label of each result of the report (its metrics file and keys are the report's)
+LABELS = {"models/backprop/mlp": "backprop MLP", "models/backprop/cnn": "backprop CNN",
+          "models/fashion/improved": "fashion improved",
+          "models/fashion/baseline": "fashion baseline", "models/vit": "vit",
+          "models/sentiment": "sentiment"}
+ROWS = tuple((LABELS[result.model_dir], f"reports/{result.metrics}", result.key)
+             for result in RESULTS)
 
 
 def _dvc(*args: str) -> str:

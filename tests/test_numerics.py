@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, copy_working_tree, tool_env
+from test_pipeline import merge
 from dlprojects import numerics
 
 SCRIPTS = sorted((ROOT / "pipeline").glob("*.py"))
@@ -102,7 +103,7 @@ def test_same_bytes_under_two_isa_ceilings(tmp_path, raw_data):
     params = yaml.safe_load((project / "params.yaml").read_text())
     smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text())
     for section, _ in SMOKE_STAGES:
-        params[section] = _merge(params[section], smoke.get(section, {}))
+        params[section] = merge(params[section], smoke.get(section, {}))
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (project / "data/raw").mkdir(parents=True)
     for name in ("fashion_mnist", "imdb", "bert"):
@@ -122,9 +123,3 @@ def test_same_bytes_under_two_isa_ceilings(tmp_path, raw_data):
                                          "ATEN_CPU_CAPABILITY": "avx2"}, fashion)
     assert native_best != native_capped
 
-
-def _merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return merged

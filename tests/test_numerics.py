@@ -48,6 +48,14 @@ def test_every_stage_script_imports_dlprojects_before_anything_else(script):
         f"before NumPy and torch load)")
 
 
+def test_the_test_process_pinned_before_numpy_and_torch_loaded():
+    # stages run in this process in many tests; a pytest plugin that imports NumPy first would
+    # leave it on its own kernels and make every stage print a warning
+    import dlprojects
+
+    assert dlprojects.LOADED_BEFORE_PIN == []
+
+
 @pytest.mark.skipif(not numerics.pinned(), reason="this CPU has no AVX2 to pin to")
 def test_a_stage_process_runs_the_pinned_kernels():
     found = probe()

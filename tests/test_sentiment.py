@@ -346,7 +346,7 @@ def test_a_layer_the_bert_lacks_fails_naming_the_param(tiny_imdb, tiny_bert, tmp
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"head_tokens": 300}, r"embed_imdb\.head_tokens: 300 must be in \[0, max_length - 2 = 254\]"),
+    ({"head_tokens": 300}, r"embed_imdb\.head_tokens: 300 must be in \[0, max_length - 2 = 222\]"),
     ({"train_samples": 30000}, r"embed_imdb\.train_samples: 30000 must be 0 \(all\) or in"),
     ({"truncation": "middle"}, r"embed_imdb\.truncation: 'middle' is not one of"),
     ({"bert_layers": []}, r"embed_imdb\.bert_layers: name at least one hidden layer"),

@@ -203,9 +203,9 @@ class EmbedImdbParams:
     """Frozen-BERT token states of IMDB reviews (stage embed_imdb); download.bert.model picks it."""
 
     train_samples: int = 6000  # seeded balanced subset of the 25,000 train reviews (0: all)
-    test_samples: int = 5000  # likewise of the 25,000 test reviews (0: all)
+    test_samples: int = 4500  # likewise of the 25,000 test reviews (0: all)
     seed: int = 0  # which reviews the subsets keep
-    max_length: int = 256  # tokens per review incl. [CLS] and [SEP]; at most the BERT's positions
+    max_length: int = 224  # tokens per review incl. [CLS] and [SEP]; at most the BERT's positions
     truncation: Literal["head_tail", "head", "tail"] = "head_tail"  # which part of a review stays
     head_tokens: int = 64  # head_tail: tokens kept from the start; the rest come from the end
     # hidden layers averaged per token (-1: the last, 0: the embeddings)

@@ -20,13 +20,16 @@ import pytest
 import torch
 
 import test_stage_errors
+from conftest import committed
 from dlprojects import plots
 from dlprojects.config import ConfigError, TrainVitParams, load_section, parse
-from dlprojects.data.cifar import load_cifar10_splits, load_splits, normalised_tensor
+from dlprojects.data.cifar import load_cifar10_splits
+from dlprojects.data.images import normalised_tensor
 from dlprojects.data.download import DownloadError, download
 from dlprojects.data.mirrors import MirrorError
 from dlprojects.data.sources import CIFAR10, CIFAR10_FILES, CIFAR10_TARBALL, _cifar10_from_tarball
-from dlprojects.models.vit import ViT
+from dlprojects.vit.data import load_splits
+from dlprojects.vit.model import ViT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,12 +94,13 @@ def test_committed_params_describe_a_model_that_builds():
     params = load_section("train_vit", ROOT / "params.yaml")
     model = ViT(**params.model_kwargs())
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    cifar = parse(TrainVitParams, {"dataset": "cifar10", "patch_size": 4}, "train_vit")
+    cifar = parse(TrainVitParams, {**committed("train_vit"), "dataset": "cifar10", "patch_size": 4},
+                  "train_vit")
     kwargs = cifar.model_kwargs()
     assert (kwargs["image_size"], kwargs["in_channels"], kwargs["patch_size"]) == (32, 3, 4)
     assert ViT(**kwargs)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(ConfigError, match=r"train_vit\.heads: 3 does not divide dim 64"):
-        parse(TrainVitParams, {"heads": 3}, "train_vit")
+        parse(TrainVitParams, {**committed("train_vit"), "heads": 3}, "train_vit")
 
 
 # ------------------------------------------------------------------------------ training helpers

@@ -17,7 +17,7 @@ from dlprojects.history import history_writer
 from dlprojects.resume import Checkpoint
 from dlprojects.training import TensorBatches, decay_groups, fit, warmup_cosine
 from dlprojects.vit.data import load_splits
-from dlprojects.vit.model import ViT
+from dlprojects.vit.model import NO_DECAY, ViT
 from dlprojects.weights import save_model
 
 
@@ -42,9 +42,7 @@ def main() -> None:
     model = ViT(**params.model_kwargs()).to(run.device)
     if params.compile:
         model.compile()  # in place: the state_dict keeps its keys
-    # no weight decay on the position embedding and class token (nor on biases and norms)
-    optimizer = torch.optim.AdamW(decay_groups(model, params.weight_decay,
-                                               no_decay=("pos_embedding", "cls_token")),
+    optimizer = torch.optim.AdamW(decay_groups(model, params.weight_decay, no_decay=NO_DECAY),
                                   lr=params.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
         round(params.warmup_epochs * train.steps), loop.epochs * train.steps))

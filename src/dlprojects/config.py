@@ -153,12 +153,15 @@ class TrainFashionParams:
                 "variants": {name: dataclasses.asdict(self.variant(name))}}
 
 
+Reviews = Annotated[int, Range(low=2, high=25_000, zero="all")]  # of the 25,000 in each IMDB split
+
+
 @dataclass(frozen=True)
 class EmbedImdbParams:
     """Frozen-BERT token states of IMDB reviews (stage embed_imdb); download.bert.model picks it."""
 
-    train_samples: Annotated[int, Range(low=2, high=25_000, zero="all")]
-    test_samples: Annotated[int, Range(low=2, high=25_000, zero="all")]
+    train_samples: Reviews
+    test_samples: Reviews
     seed: int
     max_length: Annotated[int, Range(low=8)]
     truncation: Literal["head_tail", "head", "tail"]

@@ -183,4 +183,3 @@ def patch_grid(image: np.ndarray, patch_size: int, path: Path, *, title: str = "
     figure.savefig(path, dpi=110, bbox_inches="tight")  # tight_layout cannot place nested grids
     plt.close(figure)
     return path
-

@@ -18,7 +18,6 @@ def registered_version(client, name: str, digest: str) -> Any | None:
     return min(versions, key=lambda version: int(version.version)) if versions else None
 
 
-
 def register_once(registered_name: str, model_dir: Path, log: Callable[[], Any]) -> Any:
     """Register the model in `model_dir` as a new version of `registered_name`, unless a version
     already holds it (tag `model.digest`, the folder's digest): an evaluate stage that runs
@@ -37,7 +36,6 @@ def register_once(registered_name: str, model_dir: Path, log: Callable[[], Any])
     info = log()
     return mlflow.register_model(info.model_uri, registered_name, tags={
         MODEL_TAG: digest, "git.commit": git_state(project_root())["git.commit"]})
-
 
 
 def log_torch_model(model: Any, registered_name: str, model_dir: Path) -> float:

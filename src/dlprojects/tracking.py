@@ -29,7 +29,6 @@ class TrackingUnavailable(UserError):
     """The MLflow tracking server did not answer."""
 
 
-
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, else mlflow.db in the project root. A queued DVC experiment runs in a
     copy of the repo under .dvc/tmp/exps; DVC_ROOT names the repo it came from, whose store
@@ -44,7 +43,6 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
-
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, before any training, when an http(s) tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -57,7 +55,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingUnavailable(
             f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
             f"MLFLOW_TRACKING_URI to track into the local sqlite:///mlflow.db") from None
-
 
 
 def connect(project: str | None = None):
@@ -124,8 +121,6 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str,
         checkpoint.remove()
 
 
-
-
 def _interrupted_run(client, checkpoint: Checkpoint | None) -> str | None:
     """The run that wrote `checkpoint`, when the loop will resume from it and it is in this
     store (a run in another MLFLOW_TRACKING_URI's store is not: a new run starts)."""
@@ -153,7 +148,6 @@ def tag_model(folder: Path) -> str:
     return digest
 
 
-
 def runs_of_model(client, project: str, folder: Path, *, newest_first: bool = True) -> list[Any]:
     """The runs of experiment `project` that wrote the model now in `folder`."""
     experiment = client.get_experiment_by_name(project)
@@ -163,7 +157,6 @@ def runs_of_model(client, project: str, folder: Path, *, newest_first: bool = Tr
     return client.search_runs([experiment.experiment_id],
                               filter_string=f"tags.`{MODEL_TAG}` = '{model_digest(folder)}'",
                               order_by=[f"attributes.start_time {order}"])
-
 
 
 def runs_with_digest(client, digest: str) -> list:
@@ -197,7 +190,6 @@ def resume_run(project: str, model_folder: Path) -> Iterator[Any]:
         yield run
 
 
-
 # ------------------------------------------------------------------------------------ logging
 
 
@@ -220,7 +212,6 @@ def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             f"`dvc repro` to resume in the same run") from None
 
 
-
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
@@ -233,7 +224,6 @@ def log_summary(metrics: dict[str, float]) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
 
-
 def log_artifacts(paths: list[Path | str], artifact_path: str | None = None) -> None:
     import mlflow
 
@@ -242,7 +232,6 @@ def log_artifacts(paths: list[Path | str], artifact_path: str | None = None) -> 
             mlflow.log_artifacts(str(path), artifact_path=artifact_path)
         elif path.exists():
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
-
 
 
 def log_training(result: FitResult, model_dir: Path, history_file: Path,

@@ -81,11 +81,9 @@ def _forward(model: nn.Module, inputs: Any) -> torch.Tensor:
     return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
 
 
-
 def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                           enabled=amp and device.type == "cuda")
-
 
 
 @torch.inference_mode()
@@ -100,7 +98,6 @@ def predict(model: nn.Module, batches: Iterable[Batch], device: torch.device,
         probabilities.append(logits.float().softmax(dim=-1).cpu())
         targets.append(target.cpu())
     return torch.cat(probabilities), torch.cat(targets)
-
 
 
 @torch.inference_mode()
@@ -253,14 +250,12 @@ def _summary(metrics: dict[str, float]) -> str:
             f", {metrics['samples_per_second']:.0f} samples/s")
 
 
-
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write then rename, so a kill mid-write leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)
     os.replace(temporary, path)
-
 
 
 def _load_checkpoint(checkpoint: Checkpoint) -> dict[str, Any] | None:

@@ -294,4 +294,3 @@ CIFAR10 = Source(
 )
 
 URL_ONLY_SOURCES = {"cifar10": CIFAR10}  # sources with no offline mirror: fetched on demand
-

@@ -49,7 +49,6 @@ def describe_run(client, run_id: str) -> str:
     return "\n".join(lines)
 
 
-
 def describe_experiment(client, name: str) -> str:
     """The MLflow runs tagged with DVC experiment `name`, and its commit when DVC knows it."""
     runs = client.search_runs(
@@ -85,7 +84,6 @@ def _require_git(root: Path) -> None:
                         f"in a clone of the project")
 
 
-
 def _report_row(root: Path, digest: str) -> tuple[str, str, str] | None:
     """(folder, full digest, DVC hash) of the lineage table row of `reports/README.md` whose
     digest starts with `digest`: the working tree's file first, then each commit of its history
@@ -98,7 +96,6 @@ def _report_row(root: Path, digest: str) -> tuple[str, str, str] | None:
             if full.startswith(digest):
                 return folder, full, dvc_hash
     return None
-
 
 
 def _locate(target: str, root: Path | None) -> tuple[Path, str, str, str]:
@@ -169,7 +166,6 @@ def describe_model(client, target: str | Path, root: Path | None = None) -> str:
     if commit:
         lines += ["", "restore:", f"  git checkout {commit} && dvc pull {name}".rstrip()]
     return "\n".join(lines)
-
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from dlprojects.sentiment.store import Embeddings
 
+
 class ReviewBatches:
     """((states (B, L, H) fp32 zero-padded, lengths (B,)), labels (B,)) batches of the reviews
     `indices` of a store split: the callable `training.fit` expects.

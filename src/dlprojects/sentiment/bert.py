@@ -49,13 +49,11 @@ def read_bert_config(folder: Path, max_length: int, max_length_param: str,
     return config
 
 
-
 def bert_identity(config: dict[str, Any]) -> dict[str, Any]:
     """What an RNN trained on a BERT's states depends on: saved with the RNN, checked by predict."""
     keys = ("_name_or_path", "hidden_size", "num_hidden_layers", "num_attention_heads",
             "vocab_size")
     return {key: config.get(key) for key in keys}
-
 
 
 def load_bert(folder: Path, *, device: torch.device):
@@ -75,7 +73,6 @@ def load_bert(folder: Path, *, device: torch.device):
     return tokenizer, model.eval().to(device)
 
 
-
 def trim_to_layers(model: nn.Module, layers: Sequence[int]) -> list[int]:
     """Drop the encoder layers after the deepest hidden layer in `layers`, whose work would be
     thrown away (a sixth of MiniLM's time for the default [-3, -2]); returns `layers` as indices
@@ -84,7 +81,6 @@ def trim_to_layers(model: nn.Module, layers: Sequence[int]) -> list[int]:
     absolute = [layer % (depth + 1) for layer in layers]
     model.encoder.layer = model.encoder.layer[:max(absolute)]
     return absolute
-
 
 
 def encode(texts: Sequence[str], tokenizer, *, max_length: int, truncation: str = "head_tail",
@@ -96,7 +92,6 @@ def encode(texts: Sequence[str], tokenizer, *, max_length: int, truncation: str 
     budget = max_length - 2
     return [[tokenizer.cls_token_id, *truncate(ids, budget, truncation, head_tokens),
              tokenizer.sep_token_id] for ids in pieces["input_ids"]]
-
 
 
 @torch.inference_mode()

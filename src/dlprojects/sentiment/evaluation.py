@@ -10,6 +10,7 @@ import numpy as np
 
 from dlprojects.sentiment.reviews import clean_review
 
+
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """Accuracy, F1, precision, recall (at 0.5), ROC-AUC, average precision and log loss of
     P(positive) against 0/1 labels."""
@@ -28,13 +29,11 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, f
     }
 
 
-
 def _thin(rows: dict[str, np.ndarray], points: int) -> dict[str, np.ndarray]:
     """At most `points` evenly spaced rows of a curve, its ends kept (plot files live in git)."""
     count = len(next(iter(rows.values())))
     keep = np.unique(np.linspace(0, count - 1, min(points, count)).round().astype(int))
     return {name: values[keep] for name, values in rows.items()}
-
 
 
 def curves(labels: np.ndarray, probabilities: np.ndarray,
@@ -47,7 +46,6 @@ def curves(labels: np.ndarray, probabilities: np.ndarray,
     roc = {"fpr": fpr, "tpr": tpr, "threshold": np.minimum(roc_thresholds, 1.0)}
     pr = {"recall": recall[:-1], "precision": precision[:-1], "threshold": pr_thresholds}
     return _thin(roc, points), _thin(pr, points)
-
 
 
 def example_reviews(texts: Sequence[str], labels: np.ndarray, probabilities: np.ndarray,
@@ -77,7 +75,6 @@ def example_reviews(texts: Sequence[str], labels: np.ndarray, probabilities: np.
     return chosen
 
 
-
 def write_examples(examples: list[dict[str, Any]], csv_path: Path, markdown_path: Path) -> None:
     """The examples as CSV (data) and as a Markdown table (for people)."""
     import csv
@@ -94,7 +91,6 @@ def write_examples(examples: list[dict[str, Any]], csv_path: Path, markdown_path
         lines.append(f"| {row['p_positive']:.3f} | {names[row['label']]} | {row['kind']} "
                      f"| {text} |")
     markdown_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
 
 
 def write_columns(columns: dict[str, np.ndarray], path: Path) -> Path:

@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from dlprojects.errors import UserError
 from dlprojects.weights import load_params, load_weights, save_model
 
+
 def reverse_within_length(sequences: Tensor, lengths: Tensor) -> Tensor:
     """Each (B, L, ...) row's first `length` steps reversed; the padding stays at the end."""
     steps = torch.arange(sequences.shape[1], device=sequences.device).expand(sequences.shape[:2])
@@ -19,7 +20,6 @@ def reverse_within_length(sequences: Tensor, lengths: Tensor) -> Tensor:
     index = torch.where(mirrored >= 0, mirrored, steps)  # (B, L)
     index = index.view(*index.shape, *[1] * (sequences.dim() - 2)).expand_as(sequences)
     return sequences.gather(1, index)
-
 
 
 class SentimentRNN(nn.Module):
@@ -91,7 +91,6 @@ class SentimentRNN(nn.Module):
         return self.output(self.dropout(pooled))  # (B, 2)
 
 
-
 def save_rnn(model: SentimentRNN, folder: Path, *, embedding: dict[str, Any],
              train_params: dict[str, Any]) -> Path:
     """models/sentiment/model.safetensors: RNN weights, with its architecture, the embedding
@@ -99,7 +98,6 @@ def save_rnn(model: SentimentRNN, folder: Path, *, embedding: dict[str, Any],
     settings = {key: value for key, value in embedding.items() if key != "splits"}
     return save_model(model, Path(folder) / "model.safetensors",
                       {"model": model.config, "embedding": settings, "train": train_params})
-
 
 
 def load_rnn(folder: Path) -> tuple[SentimentRNN, dict[str, Any]]:

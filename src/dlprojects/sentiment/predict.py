@@ -17,6 +17,7 @@ from dlprojects.sentiment.bert import (BERT_PARAM, bert_identity, embed, encode,
 from dlprojects.sentiment.model import SentimentRNN, load_rnn
 from dlprojects.sentiment.reviews import clean_review
 
+
 def check_texts(texts: Sequence[str]) -> None:
     """Refuse a text with nothing to score: empty, or only whitespace and `<br />` tags."""
     if isinstance(texts, str):
@@ -25,7 +26,6 @@ def check_texts(texts: Sequence[str]) -> None:
         if not clean_review(text):
             raise UserError(f"review {number} of {len(texts)} is empty (or only whitespace and "
                             f"<br /> tags); give the text of a review")
-
 
 
 class SentimentPredictor:

@@ -11,8 +11,6 @@ import numpy as np
 
 from dlprojects.errors import UserError
 
-REVIEWS_PER_SPLIT = 25_000
-
 _LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
@@ -30,11 +28,9 @@ def read_reviews(path: Path) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, dtype=np.int64)
 
 
-
 def clean_review(text: str) -> str:
     """The review without its HTML line breaks (`<br />`), whitespace collapsed."""
     return " ".join(_LINE_BREAK.sub(" ", text).split())
-
 
 
 def balanced_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -52,7 +48,6 @@ def balanced_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-
 def split_validation(labels: np.ndarray, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) indices: a seeded `fraction` of each class held out (at least one)."""
@@ -64,7 +59,6 @@ def split_validation(labels: np.ndarray, fraction: float,
         validation.append(members[:held])
         train.append(members[held:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
-
 
 
 def truncate(ids: list[int], budget: int, mode: str = "head_tail", head: int = 0) -> list[int]:

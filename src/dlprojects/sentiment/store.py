@@ -49,7 +49,6 @@ class Embeddings:
         return self.states[self.offsets[index]:self.offsets[index + 1]]
 
 
-
 def create_split(folder: Path, split: str, lengths: np.ndarray, hidden_size: int,
                  labels: np.ndarray, rows: np.ndarray) -> Embeddings:
     """An empty split on disk, sized by the token count of each review; fill `states` in place
@@ -65,7 +64,6 @@ def create_split(folder: Path, split: str, lengths: np.ndarray, hidden_size: int
     return Embeddings(states, offsets, np.asarray(labels), np.asarray(rows))
 
 
-
 def load_split(folder: Path, split: str) -> Embeddings:
     """A split of the store, read into memory."""
     folder = Path(folder)
@@ -77,10 +75,8 @@ def load_split(folder: Path, split: str) -> Embeddings:
                       np.load(folder / f"{split}_rows.npy"))
 
 
-
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     (Path(folder) / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -90,11 +86,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-
 def store_bytes(folder: Path) -> int:
     """Bytes on disk of the store (what DVC caches)."""
     return sum(path.stat().st_size for path in Path(folder).iterdir() if path.is_file())
-
 
 
 def build_store(imdb: Path, bert_folder: Path, out: Path, params,

@@ -16,4 +16,3 @@ def load_splits(dataset: str, root: Path, *, validation_size: int, seed: int,
         lambda root, **kwargs: load_image_splits(dataset, root, **kwargs))
     return load(root, validation_size=validation_size, seed=seed, train_samples=train_samples,
                 test_samples=test_samples)
-

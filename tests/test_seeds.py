@@ -44,10 +44,10 @@ def test_accuracy_read_from_dvc_exp_show_metrics(metrics, expected):
     assert seeds._accuracy(metrics, "reports/vit/metrics.json", ("test_accuracy",)) == expected
 
 
-def _rev(seed: int, accuracy: float) -> dict:
+def _rev(seed: int, accuracy: float, epochs: int = 6) -> dict:
     """One revision as `dvc exp show --json` (DVC 3.67) gives it, trimmed to what is read."""
     seeds_params = {"train_backprop": {"seed": seed}, "train_fashion": {"loop": {"seed": seed}},
-                    "train_vit": {"loop": {"seed": seed}},
+                    "train_vit": {"loop": {"seed": seed, "epochs": epochs}},
                     "train_sentiment": {"loop": {"seed": seed}}}
     return {"rev": "x", "name": None, "error": None, "data": {
         "params": {"params.yaml": {"data": seeds_params}},
@@ -68,3 +68,15 @@ def test_collect_takes_finished_seed_experiments_only(monkeypatch):
     by_seed = seeds.collect()
     assert sorted(by_seed) == [0, 1]
     assert by_seed[1]["vit"] == 0.92 and by_seed[0]["vit"] == 0.91
+
+
+def test_collect_leaves_out_seed_experiments_of_another_recipe(monkeypatch):
+    shown = [{**_rev(0, 0.91), "rev": "workspace"},
+             {"rev": "d3848ae", "name": "main", "experiments": [
+                 {"name": "seed-1", "executor": None, "revs": [_rev(1, 0.92)]}]},
+             {"rev": "c8f37c1", "name": None, "experiments": [  # an older commit: 10 ViT epochs
+                 {"name": "seed-1", "executor": None, "revs": [_rev(1, 0.95, epochs=10)]},
+                 {"name": "seed-2", "executor": None, "revs": [_rev(2, 0.95, epochs=10)]}]}]
+    monkeypatch.setattr(seeds, "_dvc", lambda *args: json.dumps(shown))
+    by_seed = seeds.collect()
+    assert sorted(by_seed) == [0, 1] and by_seed[1]["vit"] == 0.92

@@ -87,12 +87,14 @@ def _accuracy(metrics: dict[str, Any], path: str, keys: tuple[str, ...]) -> floa
 
 
 def collect() -> dict[int, dict[str, float | None]]:
-    """Test accuracy per row, by seed: seed 0 from the workspace, others from seed-<n> runs."""
+    """Test accuracy per row, by seed: seed 0 from the workspace, others from seed-<n> runs
+    whose params are the workspace's but for the seeds (an experiment of an older recipe, on an
+    older commit, does not count)."""
     shown = json.loads(_dvc("exp", "show", "--json", "--no-fetch", "--all-commits"))
-    by_seed: dict[int, dict[str, float | None]] = {}
+    workspace = next(baseline for baseline in shown if baseline.get("rev") == "workspace")
+    recipe = _without_seeds(_params_of(workspace))
+    by_seed: dict[int, dict[str, float | None]] = {0: _row_values(workspace)}
     for baseline in shown:
-        if baseline.get("rev") == "workspace":
-            by_seed[0] = _row_values(baseline)
         for experiment in baseline.get("experiments") or []:
             name = experiment.get("name") or ""
             state = (experiment.get("executor") or {}).get("state", "success")
@@ -100,14 +102,19 @@ def collect() -> dict[int, dict[str, float | None]]:
                 continue  # a queued or running experiment shows its baseline's metrics
             seed = int(name.removeprefix(EXPERIMENT_PREFIX))
             for rev in experiment.get("revs") or []:
-                if not rev.get("error") and _seeds_of(rev) == {seed}:
+                params = _params_of(rev)
+                if (not rev.get("error") and _seeds_of(params) == {seed}
+                        and _without_seeds(params) == recipe):
                     by_seed[seed] = _row_values(rev)
     return by_seed
 
 
-def _seeds_of(rev: dict[str, Any]) -> set[Any]:
-    """The values of the seed params in an experiment's params.yaml."""
-    params = ((rev.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
+def _params_of(rev: dict[str, Any]) -> dict[str, Any]:
+    return ((rev.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
+
+
+def _seeds_of(params: dict[str, Any]) -> set[Any]:
+    """The values of the seed params."""
     values = set()
     for dotted in SEED_PARAMS:
         value: Any = params
@@ -115,6 +122,19 @@ def _seeds_of(rev: dict[str, Any]) -> set[Any]:
             value = value.get(key) if isinstance(value, dict) else None
         values.add(value)
     return values
+
+
+def _without_seeds(params: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `params` with the seed params left out."""
+    copy = json.loads(json.dumps(params))
+    for dotted in SEED_PARAMS:
+        *parents, key = dotted.split(".")
+        target: Any = copy
+        for part in parents:
+            target = target.get(part) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            target.pop(key, None)
+    return copy
 
 
 def _row_values(rev: dict[str, Any]) -> dict[str, float | None]:

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dlprojects.parsing import as_flat_dict
 from dlprojects.errors import UserError
 from dlprojects.history import FitResult
 from dlprojects.lineage import MODEL_TAG, data_hashes, git_state, model_digest, project_root
+from dlprojects.parsing import as_flat_dict
 from dlprojects.resume import Checkpoint
 
 

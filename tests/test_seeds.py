@@ -80,3 +80,15 @@ def test_collect_leaves_out_seed_experiments_of_another_recipe(monkeypatch):
     monkeypatch.setattr(seeds, "_dvc", lambda *args: json.dumps(shown))
     by_seed = seeds.collect()
     assert sorted(by_seed) == [0, 1] and by_seed[1]["vit"] == 0.92
+
+
+def test_queue_states_take_the_newest_task_of_each_name(monkeypatch):
+    status = """Task     Name    Created    Status
+535906e  seed-1  08:18 PM   Running
+14f85f9  seed-2  08:18 PM   Queued
+c1c83d7  seed-1  06:17 PM   Success
+
+Worker status: 1 active, 0 idle
+"""
+    monkeypatch.setattr(seeds, "_dvc", lambda *args: status)
+    assert seeds._queue_states() == {"seed-1": "Running", "seed-2": "Queued"}

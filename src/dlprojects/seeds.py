@@ -68,12 +68,13 @@ def run(seeds: list[int], poll_seconds: float = 30) -> None:
 
 
 def _queue_states() -> dict[str, str]:
-    """Experiment name -> Queued, Running, Success or Failed, from `dvc queue status`."""
-    states = {}
+    """Experiment name -> Queued, Running, Success or Failed, from `dvc queue status` (newest
+    task first: an earlier run of `make seeds` leaves its tasks listed under the same names)."""
+    states: dict[str, str] = {}
     for line in _dvc("queue", "status").splitlines():
         words = line.split()
         if len(words) >= 3 and words[1].startswith(EXPERIMENT_PREFIX):
-            states[words[1]] = words[-1]
+            states.setdefault(words[1], words[-1])
     return states
 
 

@@ -30,19 +30,11 @@ seeds: setup
 	python -m dlprojects.seeds run
 	python -m dlprojects.seeds table
 
-# The full-size configuration, for a GPU, as the DVC experiment "full-size" (`dvc exp show`; the
-# stages log the changed params to MLflow, tagged dvc.exp_name=full-size)
-FULL_SIZE := -S embed_imdb.train_samples=0 -S embed_imdb.test_samples=0 \
-	-S embed_imdb.max_length=512 -S embed_imdb.head_tokens=128 -S embed_imdb.batch_size=128 \
-	-S train_sentiment.hidden_size=256 -S train_sentiment.layers=2 \
-	-S train_sentiment.loop.epochs=10 \
-	-S train_vit.patch_size=4 -S train_vit.stem_channels=64 -S train_vit.dim=256 \
-	-S train_vit.depth=8 -S train_vit.heads=8 -S train_vit.mlp_dim=1024 -S train_vit.dropout=0.1 \
-	-S train_vit.lr=0.001 -S train_vit.warmup_epochs=5 -S train_vit.crop_padding=2 \
-	-S train_vit.loop.batch_size=512 -S train_vit.loop.epochs=100 -S train_vit.compile=true
-
+# The full-size configuration, for a GPU (experiments/full-size.yaml), as the DVC experiment
+# "full-size" (`dvc exp show`; the stages log the changed params to MLflow, tagged
+# dvc.exp_name=full-size)
 full-size: setup
-	dvc exp run -n full-size $(FULL_SIZE)
+	python -m dlprojects.experiments run experiments/full-size.yaml
 
 # Debian's chromium, for the browser tests (MLflow UI, report page)
 browser:

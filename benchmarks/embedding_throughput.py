@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from dlprojects.config import load_section
-from dlprojects.data.imdb import (balanced_subset, embed, encode, load_bert, read_bert_config,
-                                  read_reviews, trim_to_layers)
 from dlprojects.errors import run_main
-from dlprojects.training import select_device, set_threads
+from dlprojects.runtime import select_device, set_threads
+from dlprojects.sentiment.bert import embed, encode, load_bert, read_bert_config, trim_to_layers
+from dlprojects.sentiment.reviews import balanced_subset, read_reviews
 
 
 def seconds_to_embed(token_ids, bert, **options) -> float:

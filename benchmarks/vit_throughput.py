@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from dlprojects.config import load_section
-from dlprojects.models.vit import ViT
+from dlprojects.vit.model import ViT
 
 
 def train_step(model, optimizer, images, labels) -> float:

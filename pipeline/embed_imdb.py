@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from dlprojects.config import load_section
-from dlprojects.data.imdb import build_store, store_bytes
 from dlprojects.errors import run_main
-from dlprojects.training import select_device, set_threads
+from dlprojects.runtime import select_device, set_threads
+from dlprojects.sentiment.store import build_store, store_bytes
 
 
 def main() -> None:

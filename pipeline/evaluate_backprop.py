@@ -10,22 +10,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dlprojects import numpy_nn, plots, tracking
+from dlprojects.backprop import network
+from dlprojects.backprop.pyfunc import log_numpy_model
 from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json, write_predictions
-from dlprojects.models.numpy_pyfunc import load_weights, log_numpy_model
-from train_backprop import as_inputs, build
-
-
-def network_spec(kind: str, params) -> dict:
-    """What `build` builds, as the arguments of numpy_nn.build_mlp / build_cnn (for the pyfunc)."""
-    if kind == "mlp":
-        return {"kind": "mlp", "sizes": [28 * 28, *params.mlp.hidden, 10],
-                "activation": params.mlp.activation, "dropout": params.mlp.dropout,
-                "batch_norm": params.mlp.batch_norm}
-    return {"kind": "cnn", "channels": list(params.cnn.channels), "hidden": params.cnn.hidden,
-            "dropout": params.cnn.dropout}
+from dlprojects.evaluation import (confusion_matrix, per_class_accuracy, write_json,
+                                   write_predictions)
+from dlprojects.history import best_epoch, best_of_history, read_history
 
 
 def main() -> None:
@@ -38,13 +30,14 @@ def main() -> None:
     params = load_section("train_backprop")
     splits = load_image_splits("mnist", args.data, validation_size=params.data.validation_size,
                                seed=params.data.seed, test_samples=params.data.test_samples)
-    model = build(args.kind, params, np.random.default_rng(params.seed))
-    load_weights(model, args.model_dir / "weights.npz")
+    model, _ = network.load(args.model_dir)
     with threadpool_limits(params.threads):
         loss, accuracy, predictions, probabilities = numpy_nn.evaluate(
-            model, as_inputs(args.kind, splits.test_images), splits.test_labels, batch_size=1000)
+            model, network.as_inputs(args.kind, splits.test_images), splits.test_labels,
+            batch_size=1000)
     labels, names = splits.test_labels, splits.class_names
-    matrix = plots.confusion_matrix(labels, predictions, 10)
+    matrix = confusion_matrix(labels, predictions, 10)
+    history = read_history(args.reports / "history.csv")
     wrong = np.flatnonzero(predictions != labels)[:32]
     figures = [
         plots.confusion_figure(matrix, names, args.reports / "confusion.png",
@@ -52,21 +45,17 @@ def main() -> None:
         plots.image_grid(splits.test_images[wrong],
                          [f"true {labels[i]}, said {predictions[i]}" for i in wrong],
                          args.reports / "misclassified.png", title="misclassified test digits"),
-        plots.loss_curves({args.kind: plots.read_history(args.reports / "history.csv")},
-                          args.reports / "loss_curves.png", title=f"NumPy {args.kind.upper()}"),
+        plots.loss_curves({args.kind: history}, args.reports / "loss_curves.png",
+                          title=f"NumPy {args.kind.upper()}"),
     ]
-    history = plots.read_history(args.reports / "history.csv")
-    metrics = {"test_accuracy": accuracy, "test_loss": loss,
-               "best_epoch": int(max(history, key=lambda row: row["val_accuracy"])["epoch"]),
+    metrics = {"test_accuracy": accuracy, "test_loss": loss, "best_epoch": best_epoch(history),
                "per_class_accuracy": per_class_accuracy(matrix, names)}
     write_json(metrics, args.reports / "metrics.json")
     write_predictions(labels, probabilities, args.reports / "predictions.csv")
     with tracking.resume_run("backprop", args.model_dir):
         tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
         tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
-        log_numpy_model(network_spec(args.kind, params), args.model_dir / "weights.npz",
-                        f"backprop-{args.kind}",  # models:/backprop-<kind>/latest, a pyfunc
-                        model_dir=args.model_dir)
+        log_numpy_model(args.model_dir, f"backprop-{args.kind}")  # a pyfunc, models:/backprop-<kind>
     print(f"backprop {args.kind}: test accuracy {accuracy:.4f}")
 
 

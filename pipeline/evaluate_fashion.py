@@ -7,16 +7,18 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dlprojects import plots, tracking
 from dlprojects.config import load_section
-from dlprojects.data.images import PIXEL_STATS, load_image_splits, to_tensor
+from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json, write_predictions
-from dlprojects.models.checkpoints import load_weights
-from dlprojects.models.fashion_mlp import DenseClassifier
-from dlprojects.training import TensorBatches, predict, select_device
+from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
+from dlprojects.fashion.model import DenseClassifier
+from dlprojects.history import best_epoch, best_of_history, read_history
+from dlprojects.registry import log_torch_model
+from dlprojects.runtime import select_device
+from dlprojects.training import TensorBatches, predict
+from dlprojects.weights import load_weights
 
 SAMPLES = 10  # test images shown with their predicted probabilities, 4 of them misclassified
 
@@ -31,9 +33,8 @@ def main() -> None:
     device = select_device(params.loop.device)
     splits = load_image_splits("fashion_mnist", args.data, validation_size=params.data.validation_size,
                                seed=params.data.seed, test_samples=params.data.test_samples)
-    mean, std = PIXEL_STATS["fashion_mnist"]
-    test = TensorBatches(to_tensor(splits.test_images, device, mean=mean, std=std),
-                         torch.from_numpy(splits.test_labels).to(device), 1000)
+    test = TensorBatches.of_images(splits.test_images, splits.test_labels, "fashion_mnist", device,
+                                   1000)
     names = splits.class_names
 
     metrics, histories = {}, {}
@@ -42,28 +43,21 @@ def main() -> None:
                                 dropout=config.dropout)
         load_weights(model, args.models / variant / "model.safetensors").to(device)
         probabilities, labels = (t.numpy() for t in predict(model, test(), device))
-        predictions = probabilities.argmax(axis=1)
-        matrix = plots.confusion_matrix(labels, predictions, len(names))
-        histories[variant] = plots.read_history(args.reports / variant / "history.csv")
+        metrics[variant], matrix = classifier_metrics(probabilities, labels, names)
+        histories[variant] = read_history(args.reports / variant / "history.csv")
+        metrics[variant]["best_epoch"] = best_epoch(histories[variant])
         write_predictions(labels, probabilities, args.reports / f"predictions_{variant}.csv")
-        test_loss = float(-np.log(probabilities[np.arange(len(labels)), labels] + 1e-12).mean())
-        metrics[variant] = {"test_accuracy": float((predictions == labels).mean()),
-                            "test_loss": test_loss,
-                            "best_epoch": int(max(histories[variant],
-                                                  key=lambda row: row["val_accuracy"])["epoch"]),
-                            "per_class_accuracy": per_class_accuracy(matrix, names)}
         figures = [plots.confusion_figure(matrix, names, args.reports / f"confusion_{variant}.png",
                                           title=f"{variant}: test confusion matrix")]
-        if variant == list(params.variants)[-1]:
-            figures.append(_sample_figure(splits, probabilities, predictions, labels,
+        if variant == params.model_variant:
+            figures.append(_sample_figure(splits, probabilities, labels,
                                           args.reports / "samples.png"))
         with tracking.resume_run("fashion", args.models / variant):
             tracking.log_summary({k: v for k, v in metrics[variant].items() if k != "per_class_accuracy"}
                                  | best_of_history(histories[variant]))
             tracking.log_artifacts(figures, artifact_path="figures")
-            # models:/fashion/latest is the improved model; the others are fashion-<variant>
-            tracking.log_torch_model(model, "fashion" if variant == "improved"
-                                     else f"fashion-{variant}", args.models / variant)
+            log_torch_model(model, "fashion" if variant == params.model_variant
+                            else f"fashion-{variant}", args.models / variant)
     curves = plots.loss_curves(histories, args.reports / "loss_curves.png", splits=("train", "test"),
                                title="FashionMNIST")
     if "baseline" in metrics:
@@ -79,8 +73,9 @@ def main() -> None:
         print(f"{variant}: test accuracy {values['test_accuracy']:.4f}")
 
 
-def _sample_figure(splits, probabilities, predictions, labels, path):
+def _sample_figure(splits, probabilities, labels, path):
     """A fixed, seeded choice of test images: some right, some misclassified."""
+    predictions = probabilities.argmax(axis=1)
     rng = np.random.default_rng(0)
     wrong, right = np.flatnonzero(predictions != labels), np.flatnonzero(predictions == labels)
     chosen = np.concatenate([rng.choice(right, SAMPLES - min(4, len(wrong)), replace=False),

@@ -11,12 +11,18 @@ import numpy as np
 
 from dlprojects import plots, tracking
 from dlprojects.config import load_section
-from dlprojects.data.imdb import load_split, read_reviews
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, write_json, write_predictions
-from dlprojects.models.sentiment import (ReviewBatches, binary_metrics, curves, example_reviews,
-                                         load_rnn, write_columns, write_examples)
-from dlprojects.training import predict, select_device, set_threads
+from dlprojects.evaluation import confusion_matrix, write_json, write_predictions
+from dlprojects.history import best_epoch, best_of_history, read_history
+from dlprojects.registry import log_torch_model
+from dlprojects.runtime import select_device, set_threads
+from dlprojects.sentiment.batches import ReviewBatches
+from dlprojects.sentiment.evaluation import (binary_metrics, curves, example_reviews, write_columns,
+                                             write_examples)
+from dlprojects.sentiment.model import load_rnn
+from dlprojects.sentiment.reviews import read_reviews
+from dlprojects.sentiment.store import load_split
+from dlprojects.training import predict
 
 
 def main() -> None:
@@ -38,11 +44,10 @@ def main() -> None:
     positive, labels = probabilities[:, 1].double().numpy(), labels.numpy()
 
     test = binary_metrics(labels, positive)
-    history = plots.read_history(args.reports / "history.csv")
-    best_epoch = int(max(history, key=lambda row: row["val_accuracy"])["epoch"])
+    history = read_history(args.reports / "history.csv")
     metrics = ({f"test_{name}": value for name, value in test.items()}
                | best_of_history(history)
-               | {"best_epoch": best_epoch, "epochs_run": len(history),
+               | {"best_epoch": best_epoch(history), "epochs_run": len(history),
                   "test_reviews": len(labels)})
     write_json(metrics, args.reports / "metrics.json")
     write_predictions(labels, np.stack([1 - positive, positive], axis=1),
@@ -59,7 +64,7 @@ def main() -> None:
         plots.loss_curves({cell: history}, args.reports / "loss_curves.png", title="IMDB"),
         plots.roc_pr_curves({cell: {**roc, **pr, **test}}, args.reports / "roc_pr.png",
                             title="IMDB test"),
-        plots.confusion_figure(plots.confusion_matrix(labels, (positive >= 0.5).astype(int), 2),
+        plots.confusion_figure(confusion_matrix(labels, (positive >= 0.5).astype(int), 2),
                                ["negative", "positive"], args.reports / "confusion.png",
                                title=f"IMDB test, accuracy {test['accuracy']:.3f}"),
     ]
@@ -71,7 +76,7 @@ def main() -> None:
         tracking.log_summary(metrics)
         tracking.log_artifacts(outputs, artifact_path="evaluation")
         if params.log_model:
-            seconds = tracking.log_torch_model(rnn, "sentiment", args.model_dir)
+            seconds = log_torch_model(rnn, "sentiment", args.model_dir)
             print(f"evaluate_sentiment: logged the RNN to MLflow in {seconds:.1f} s", flush=True)
     print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
           f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")

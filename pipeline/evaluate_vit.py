@@ -11,12 +11,16 @@ import torch
 
 from dlprojects import plots, tracking
 from dlprojects.config import load_section
-from dlprojects.data.cifar import load_splits, normalised_tensor
+from dlprojects.data.images import normalised_tensor
 from dlprojects.errors import run_main
-from dlprojects.evaluation import best_of_history, per_class_accuracy, write_json, write_predictions
-from dlprojects.models.checkpoints import load_weights
-from dlprojects.models.vit import ViT, attention_rollout
-from dlprojects.training import TensorBatches, predict, select_device, set_threads
+from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
+from dlprojects.history import best_epoch, best_of_history, read_history
+from dlprojects.registry import log_torch_model
+from dlprojects.runtime import select_device, set_threads
+from dlprojects.training import TensorBatches, predict
+from dlprojects.vit.data import load_splits
+from dlprojects.vit.model import ViT, attention_rollout
+from dlprojects.weights import load_weights
 
 SAMPLES = 8  # test images under the attention maps: one per class, the first two classes again
 
@@ -40,16 +44,10 @@ def main() -> None:
     model.to(device).eval()
     probabilities, labels = (t.numpy() for t in predict(model, test(), device, params.loop.amp))
     predictions = probabilities.argmax(axis=1)
-    matrix = plots.confusion_matrix(labels, predictions, len(names))
-    history = plots.read_history(args.reports / "history.csv")
-    true_class_probability = probabilities[np.arange(len(labels)), labels]
-    metrics = {"dataset": params.dataset,
-               "test_accuracy": float((predictions == labels).mean()),
-               "test_loss": float(-np.log(true_class_probability + 1e-12).mean()),
-               "best_epoch": int(max(history, key=lambda row: row["val_accuracy"])["epoch"]),
-               "epochs": len(history),
-               "parameters": sum(p.numel() for p in model.parameters()),
-               "per_class_accuracy": per_class_accuracy(matrix, names)}
+    test, matrix = classifier_metrics(probabilities, labels, names)
+    history = read_history(args.reports / "history.csv")
+    metrics = {"dataset": params.dataset, **test, "best_epoch": best_epoch(history),
+               "epochs": len(history), "parameters": sum(p.numel() for p in model.parameters())}
 
     chosen = _one_per_class(labels, SAMPLES)
     with torch.inference_mode():
@@ -77,7 +75,7 @@ def main() -> None:
                               if isinstance(v, (int, float)) and k != "epochs"}
                              | best_of_history(history))
         tracking.log_artifacts([*figures, args.reports / "metrics.json"], artifact_path="figures")
-        tracking.log_torch_model(model, "vit", args.model_dir)  # models:/vit/latest
+        log_torch_model(model, "vit", args.model_dir)  # models:/vit/latest
     print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}")
 
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from dlprojects.errors import run_main
-from dlprojects.models.sentiment import SentimentPredictor, check_texts
-from dlprojects.training import select_device, set_threads
+from dlprojects.runtime import select_device, set_threads
+from dlprojects.sentiment.predict import SentimentPredictor, check_texts
 
 
 def main() -> None:

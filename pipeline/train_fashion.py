@@ -9,15 +9,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlprojects import tracking
+from dlprojects import runtime, tracking
 from dlprojects.augment import augmenter
-from dlprojects.config import ConfigError, load_section
-from dlprojects.data.images import PIXEL_STATS, load_image_splits, to_tensor
+from dlprojects.config import load_section
+from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
-from dlprojects.models.checkpoints import save_model
-from dlprojects.models.fashion_mlp import DenseClassifier
-from dlprojects.training import (TensorBatches, fingerprint, fit, seed_everything, select_device,
-                                 set_threads)
+from dlprojects.fashion.model import DenseClassifier
+from dlprojects.history import history_writer
+from dlprojects.resume import Checkpoint
+from dlprojects.training import TensorBatches, fit
+from dlprojects.weights import save_model
 
 
 def main() -> None:
@@ -28,53 +29,35 @@ def main() -> None:
     parser.add_argument("history", type=Path, help="reports/fashion/<variant>/history.csv")
     args = parser.parse_args()
     params = load_section("train_fashion")
-    if args.variant not in params.variants:
-        raise ConfigError(f"train_fashion.variants: no variant '{args.variant}' "
-                          f"(known: {', '.join(params.variants)})")
-    variant, loop = params.variants[args.variant], params.loop
-    resolved = {**dataclasses.asdict(params), "variant": args.variant,
-                "variants": {args.variant: dataclasses.asdict(variant)}}
+    variant, resolved, loop = params.variant(args.variant), params.resolved(args.variant), params.loop
 
-    set_threads(loop.threads)
-    device = select_device(loop.device)
-    generator = seed_everything(loop.seed, deterministic=loop.deterministic)
+    run = runtime.start(loop)
     splits = load_image_splits("fashion_mnist", args.data, **dataclasses.asdict(params.data))
-    mean, std = PIXEL_STATS["fashion_mnist"]
+    train = TensorBatches.of_images(splits.train_images, splits.train_labels, "fashion_mnist",
+                                    run.device, loop.batch_size, shuffle=True,
+                                    augment=augmenter(crop_padding=params.crop_padding, flip=False))
+    val = TensorBatches.of_images(splits.val_images, splits.val_labels, "fashion_mnist",
+                                  run.device, loop.batch_size)
+    test = TensorBatches.of_images(splits.test_images, splits.test_labels, "fashion_mnist",
+                                   run.device, loop.batch_size)  # per-epoch curve; never selects
 
-    def batches(images, labels, shuffle=False, augment=None):
-        return TensorBatches(to_tensor(images, device, mean=mean, std=std),
-                             torch.from_numpy(labels).to(device), loop.batch_size, shuffle=shuffle,
-                             augment=augment)
-
-    train = batches(splits.train_images, splits.train_labels, shuffle=True,
-                    augment=augmenter(crop_padding=params.crop_padding, flip=False))
-    val = batches(splits.val_images, splits.val_labels)
-    test = batches(splits.test_images, splits.test_labels)  # per-epoch curve only; never selects
-
-    model = DenseClassifier(hidden=variant.hidden, batch_norm=variant.batch_norm,
-                            dropout=variant.dropout).to(device)
+    model = DenseClassifier(**dataclasses.asdict(variant)).to(run.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    steps = loop.epochs * -(-len(train) // loop.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=loop.epochs * train.steps)
 
-    checkpoint = Path("checkpoints") / f"fashion-{args.variant}.pt"
-    run_fingerprint = fingerprint(resolved)
-    with tracking.start_run("fashion", resolved, inputs=[args.data.as_posix()], device=str(device),
-                            checkpoint=checkpoint, fingerprint=run_fingerprint) as run:
+    checkpoint = Checkpoint.of(f"fashion-{args.variant}", resolved)
+    with tracking.start_run("fashion", resolved, inputs=[args.data.as_posix()],
+                            device=str(run.device), checkpoint=checkpoint) as mlflow_run:
         tracking.log_summary({"parameters": sum(p.numel() for p in model.parameters())})
-        result = fit(model, optimizer=optimizer, scheduler=scheduler,
+        result = fit(model, run, optimizer=optimizer, scheduler=scheduler,
                      loss_fn=nn.CrossEntropyLoss(label_smoothing=params.label_smoothing),
-                     eval_loss_fn=nn.CrossEntropyLoss(), train=train, train_size=len(train),
-                     evals={"val": val, "test": test}, epochs=loop.epochs, device=device,
-                     generator=generator, amp=loop.amp, history_file=args.history,
-                     checkpoint=checkpoint, run_fingerprint=run_fingerprint,
-                     on_epoch=tracking.log_epoch)
+                     eval_loss_fn=nn.CrossEntropyLoss(), train=train,
+                     evals={"val": val, "test": test}, checkpoint=checkpoint,
+                     on_epoch=tracking.log_epoch, on_history=history_writer(args.history))
         save_model(model, args.model_dir / "model.safetensors", resolved)
-        tracking.tag_model(args.model_dir)
-        tracking.log_summary({"best_epoch": result.best_epoch,
-                              "train_seconds": sum(r["epoch_seconds"] for r in result.history)})
-        tracking.log_artifacts([args.history])
-        print(f"train_fashion@{args.variant}: best epoch {result.best_epoch}, run {run.info.run_id}")
+        tracking.log_training(result, args.model_dir, args.history)
+        print(f"train_fashion@{args.variant}: best epoch {result.best_epoch}, "
+              f"run {mlflow_run.info.run_id}")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlprojects import tracking
+from dlprojects import runtime, tracking
 from dlprojects.config import load_section
-from dlprojects.data.imdb import load_split, read_meta, split_validation
 from dlprojects.errors import run_main
-from dlprojects.models.sentiment import ReviewBatches, SentimentRNN, save_rnn
-from dlprojects.training import fingerprint, fit, seed_everything, select_device, set_threads
+from dlprojects.history import history_writer
+from dlprojects.resume import Checkpoint
+from dlprojects.sentiment.batches import ReviewBatches
+from dlprojects.sentiment.model import SentimentRNN, save_rnn
+from dlprojects.sentiment.reviews import split_validation
+from dlprojects.sentiment.store import load_split, read_meta
+from dlprojects.training import fit
 
 
 def main() -> None:
@@ -26,52 +30,39 @@ def main() -> None:
     params = load_section("train_sentiment")
     loop = params.loop
 
-    set_threads(loop.threads)
-    device = select_device(loop.device)
-    generator = seed_everything(loop.seed, deterministic=loop.deterministic)
+    run = runtime.start(loop)
     embedding = read_meta(args.embeddings)
     store = load_split(args.embeddings, "train")
     train_index, val_index = split_validation(store.labels, params.val_fraction, loop.seed)
-    train = ReviewBatches(store, train_index, loop.batch_size, device=device, shuffle=True)
-    val = ReviewBatches(store, val_index, loop.batch_size, device=device)
+    train = ReviewBatches(store, train_index, loop.batch_size, device=run.device, shuffle=True)
+    val = ReviewBatches(store, val_index, loop.batch_size, device=run.device)
 
     model = SentimentRNN(input_size=embedding["bert"]["hidden_size"],
                          hidden_size=params.hidden_size, layers=params.layers, cell=params.cell,
                          dropout=params.dropout, projection=params.projection,
-                         pooling=params.pooling).to(device)
+                         pooling=params.pooling).to(run.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
                                   weight_decay=params.weight_decay)
-    steps = loop.epochs * -(-len(train) // loop.batch_size)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=loop.epochs * train.steps)
                  if params.lr_schedule == "cosine" else None)
     resolved = {"train_sentiment": dataclasses.asdict(params), "embedding": embedding}
 
-    checkpoint, run_fingerprint = Path("checkpoints/sentiment.pt"), fingerprint(resolved)
+    checkpoint = Checkpoint.of("sentiment", resolved)
     with tracking.start_run("sentiment", params, inputs=[args.embeddings.as_posix()],
-                            device=str(device), checkpoint=checkpoint,
-                            fingerprint=run_fingerprint) as run:
-        import mlflow
-
-        mlflow.log_params({f"embed_imdb.{key}": value for key, value in embedding.items()
-                           if key != "splits"})
+                            device=str(run.device), checkpoint=checkpoint) as mlflow_run:
+        tracking.log_params({f"embed_imdb.{key}": value for key, value in embedding.items()
+                             if key != "splits"})
         tracking.log_summary({"parameters": sum(p.numel() for p in model.parameters()),
                               "train_reviews": len(train_index), "val_reviews": len(val_index)})
-        result = fit(model, optimizer=optimizer, scheduler=scheduler,
-                     loss_fn=nn.CrossEntropyLoss(), train=train,
-                     train_size=len(train), evals={"val": val}, epochs=loop.epochs, device=device,
-                     generator=generator, amp=loop.amp, patience=params.patience,
-                     select="val_accuracy", history_file=args.history,
-                     checkpoint=checkpoint, run_fingerprint=run_fingerprint,
-                     on_epoch=tracking.log_epoch)
+        result = fit(model, run, optimizer=optimizer, scheduler=scheduler,
+                     loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
+                     patience=params.patience, checkpoint=checkpoint,
+                     on_epoch=tracking.log_epoch, on_history=history_writer(args.history))
         save_rnn(model, args.model_dir, embedding=embedding,
                  train_params=dataclasses.asdict(params))
-        tracking.tag_model(args.model_dir)
-        tracking.log_summary({"best_epoch": result.best_epoch,
-                              "train_seconds": sum(r["epoch_seconds"] for r in result.history)})
-        tracking.log_artifacts([args.history])
-        best = result.history[result.best_epoch - 1]
+        tracking.log_training(result, args.model_dir, args.history)
         print(f"train_sentiment: best epoch {result.best_epoch} of {len(result.history)}, "
-              f"val_accuracy {best['val_accuracy']:.4f}, run {run.info.run_id}")
+              f"val_accuracy {result.best['val_accuracy']:.4f}, run {mlflow_run.info.run_id}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,13 @@ os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@dlprojects.invalid")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def committed(section: str) -> dict:
+    """Section `section` of the committed params.yaml: every param, with its default."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "params.yaml").read_text())[section]
+
+
 def tool_env() -> dict[str, str]:
     """For `dvc`, `mlflow` and stage subprocesses: the offline environment, the venv first on PATH,
     and no MLFLOW_TRACKING_URI (an in-process `mlflow.set_tracking_uri` exports it): each project

@@ -1,10 +1,11 @@
-from pathlib import Path
-
 import pytest
 
-from dlprojects.config import ConfigError, DownloadParams, LoopParams, as_flat_dict, load_section, parse
+from conftest import ROOT, committed
+from dlprojects.config import DownloadParams, LoopParams, load_section
+from dlprojects.parsing import ConfigError, as_flat_dict, parse, read_params
 
-ROOT = Path(__file__).resolve().parents[1]
+LOOP = committed("train_fashion")["loop"]
+DOWNLOAD = committed("download")
 
 
 def test_the_committed_params_load():
@@ -22,22 +23,35 @@ def test_the_committed_params_load():
 ])
 def test_bad_values_name_their_key(data, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        parse(LoopParams, data, "loop")
+        parse(LoopParams, {**LOOP, **data}, "loop")
+
+
+def test_a_missing_key_is_named_and_params_yaml_holds_every_default():
+    loop = {key: value for key, value in LOOP.items() if key != "threads"}
+    with pytest.raises(ConfigError, match=r"^loop\.threads: missing; add it to params\.yaml"):
+        parse(LoopParams, loop, "loop")
+
+
+def test_malformed_params_yaml_is_one_line_that_says_how_to_restore_it(tmp_path):
+    (tmp_path / "params.yaml").write_text("train_vit:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml is not valid YAML \(line \d+\); fix it or "
+                                          r"restore it with `git checkout"):
+        load_section("train_vit", tmp_path / "params.yaml")
 
 
 def test_nested_sections_check_their_keys():
     with pytest.raises(ConfigError, match=r"download\.bert\.model: 'gpt2' is not one of"):
-        parse(DownloadParams, {"bert": {"model": "gpt2"}}, "download")
+        parse(DownloadParams, {**DOWNLOAD, "bert": {"mirrors": [], "model": "gpt2"}}, "download")
     with pytest.raises(ConfigError, match=r"download\.imdb\.mirrors\[0\]: expected str"):
-        parse(DownloadParams, {"imdb": {"mirrors": [3]}}, "download")
+        parse(DownloadParams, {**DOWNLOAD, "imdb": {"mirrors": [3]}}, "download")
     with pytest.raises(ConfigError, match=r"download\.mnist\.mirrors: 'ftp://x' is not an http"):
-        parse(DownloadParams, {"mnist": {"mirrors": ["ftp://x"]}}, "download")
+        parse(DownloadParams, {**DOWNLOAD, "mnist": {"mirrors": ["ftp://x"]}}, "download")
 
 
 def test_ints_are_accepted_where_floats_are_expected_and_flattening():
-    params = parse(LoopParams, {"epochs": 3}, "loop")
+    params = parse(LoopParams, {**LOOP, "epochs": 3}, "loop")
     assert as_flat_dict(params)["epochs"] == 3
-    flat = as_flat_dict(parse(DownloadParams, {}, "download"))
+    flat = as_flat_dict(parse(DownloadParams, DOWNLOAD, "download"))
     assert flat["bert.model"] == "all-MiniLM-L6-v2"
 
 
@@ -46,45 +60,47 @@ def test_missing_params_file_says_where_to_run(tmp_path):
         load_section("download", tmp_path / "params.yaml")
 
 
-def test_the_full_size_experiment_of_the_makefile_sets_valid_params():
-    import re
+def test_the_full_size_experiment_sets_valid_params_and_runs_as_a_named_dvc_experiment():
+    import subprocess
+    import sys
 
-    import yaml
+    from dlprojects import experiments
 
-    from dlprojects.config import SECTIONS
+    path = ROOT / "experiments/full-size.yaml"
+    values = experiments.overrides(path)
+    assert len(values) >= 15
+    experiments.apply(read_params(ROOT / "params.yaml"), values)  # raises when a key is gone
+    shown = subprocess.run([sys.executable, "-m", "dlprojects.experiments", "run", str(path),
+                            "--dry-run"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert shown.stdout.startswith("dvc exp run -n full-size -S embed_imdb.train_samples=0 ")
+    assert "-S train_vit.loop.epochs=100" in shown.stdout
 
-    makefile = (ROOT / "Makefile").read_text()
-    block = makefile.split("FULL_SIZE :=", 1)[1].split("\n\n", 1)[0]
-    overrides = re.findall(r"-S ([\w.]+)=(\S+)", block)
-    assert len(overrides) >= 15
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for path, value in overrides:
-        *parents, key = path.split(".")
-        target = params
-        for parent in parents:
-            target = target[parent]  # a KeyError here: the Makefile names a param that is gone
-        assert key in target, f"{path} is not in params.yaml"
-        target[key] = yaml.safe_load(value)
-    for section in ("embed_imdb", "train_sentiment", "train_vit"):
-        parse(SECTIONS[section], params[section], section)  # raises ConfigError when invalid
+
+def test_an_experiment_with_a_bad_value_or_an_unknown_key_is_refused(tmp_path):
+    from dlprojects import experiments
+
+    params = read_params(ROOT / "params.yaml")
+    with pytest.raises(ConfigError, match=r"^train_vit\.heads: 5 does not divide dim 64"):
+        experiments.apply(params, {"train_vit.heads": 5})
+    with pytest.raises(ConfigError, match=r"^train_vit\.loop\.epoch: not a param of params\.yaml"):
+        experiments.apply(params, {"train_vit.loop.epoch": 5})
 
 
 def test_mlproject_parameters_set_real_params_and_default_to_the_committed_values():
     import re
 
     import yaml
-    from mlflow.projects._project_spec import load_project
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    project = load_project(str(ROOT))
+    entry_points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
     checked = 0
-    for name, entry in project._entry_points.items():
-        for path, parameter in re.findall(r"-S ([\w.]+)=\{(\w+)\}", entry.command):
+    for name, entry in entry_points.items():
+        for path, parameter in re.findall(r"-S ([\w.]+)=\{(\w+)\}", entry["command"]):
             value = params
             for key in path.split("."):
                 value = value[key]  # a KeyError: the entry point sets a param that is gone
-            declared = entry.parameters[parameter]
-            assert declared.type in ("int", "float", "string"), (name, parameter)
-            assert str(declared.default) == str(value), f"{name}: {parameter} default"
+            declared = entry["parameters"][parameter]
+            assert declared["type"] in ("int", "float", "string"), (name, parameter)
+            assert str(declared["default"]) == str(value), f"{name}: {parameter} default"
             checked += 1
     assert checked >= 10

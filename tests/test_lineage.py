@@ -13,6 +13,7 @@ import pytest
 
 from conftest import tool_env
 from dlprojects import lineage, tracking
+from dlprojects.lineage import query
 from dlprojects.errors import UserError
 from dlprojects.report import write_report
 from test_report import fake_results
@@ -48,11 +49,11 @@ def project(chdir) -> dict:
     client = mlflow.MlflowClient(tracking.tracking_uri())
     run_ids = fake_results(chdir, client)
     vit = chdir / "models/vit"
-    digest = tracking.model_digest(vit)
+    digest = lineage.model_digest(vit)
     client.log_metric(run_ids["models/vit"], "test_accuracy", 0.875)
     client.create_registered_model("vit")
     client.create_model_version("vit", "file:///nowhere", run_id=run_ids["models/vit"],
-                                tags={tracking.MODEL_TAG: digest})
+                                tags={lineage.MODEL_TAG: digest})
     commit = record(chdir, FIRST_HASH, "results")
     return {"root": chdir, "client": client, "run_id": run_ids["models/vit"], "digest": digest,
             "commit": commit}
@@ -60,7 +61,7 @@ def project(chdir) -> dict:
 
 def test_a_model_is_found_by_folder_by_digest_and_by_short_digest(project):
     client, digest = project["client"], project["digest"]
-    by_folder = lineage.describe_model(client, project["root"] / "models/vit")
+    by_folder = query.describe_model(client, project["root"] / "models/vit")
     assert by_folder.splitlines()[:4] == [
         f"model digest  {digest}",
         f"model folder  models/vit  (DVC hash {FIRST_HASH})",
@@ -69,9 +70,9 @@ def test_a_model_is_found_by_folder_by_digest_and_by_short_digest(project):
     assert f"written by 1 run(s) in {tracking.tracking_uri()}, oldest first:" in by_folder
     assert f"  {project['run_id']}  " in by_folder and "test_accuracy 0.8750" in by_folder
     assert by_folder.endswith(f"git checkout {project['commit']} && dvc pull models/vit")
-    assert lineage.describe_model(client, "models/vit") == by_folder  # relative, from the root
-    assert lineage.describe_model(client, digest) == by_folder
-    assert lineage.describe_model(client, digest[:12].upper()) == by_folder
+    assert query.describe_model(client, "models/vit") == by_folder  # relative, from the root
+    assert query.describe_model(client, digest) == by_folder
+    assert query.describe_model(client, digest[:12].upper()) == by_folder
 
 
 def test_a_digest_of_an_earlier_model_is_found_through_the_history_of_the_report(project):
@@ -79,27 +80,27 @@ def test_a_digest_of_an_earlier_model_is_found_through_the_history_of_the_report
     (root / "models/vit/model.safetensors").write_text("retrained")  # a later commit's model
     later = record(root, SECOND_HASH, "retrained")
     assert digest not in (root / "reports/README.md").read_text()
-    described = lineage.describe_model(client, digest[:12])
+    described = query.describe_model(client, digest[:12])
     assert f"model folder  models/vit  (DVC hash {FIRST_HASH})" in described
     assert f"git commit    {project['commit']} " in described and project["run_id"] in described
     with pytest.raises(UserError, match=rf"no MLflow run in .* wrote the model in models/vit; "
                                         rf"git commit: {later} \(its dvc.lock first"):
-        lineage.describe_model(client, root / "models/vit")  # no run wrote the retrained one
+        query.describe_model(client, root / "models/vit")  # no run wrote the retrained one
 
 
 def test_what_cannot_be_found_is_one_line_that_says_so(project, tmp_path_factory):
     client = project["client"]
     with pytest.raises(UserError, match=r"no MLflow run in sqlite:.* has model digest deadbeef0; "
                                         r"git commit: unknown"):
-        lineage.describe_model(client, "deadbeef0")
+        query.describe_model(client, "deadbeef0")
     with pytest.raises(UserError, match=r"'no-such-model' is neither a model folder nor a model "
                                         r"digest"):
-        lineage.describe_model(client, "no-such-model")
+        query.describe_model(client, "no-such-model")
     elsewhere = tmp_path_factory.mktemp("not-git")
     (elsewhere / "models/vit").mkdir(parents=True)
     (elsewhere / "models/vit/model.safetensors").write_text("weights")
     with pytest.raises(UserError, match=r"is not in a git repository, so no commit can be named"):
-        lineage.describe_model(client, elsewhere / "models/vit")
+        query.describe_model(client, elsewhere / "models/vit")
 
 
 def lineage_cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

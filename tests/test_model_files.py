@@ -8,19 +8,20 @@ from torch import nn
 
 from dlprojects import numpy_nn
 from dlprojects.errors import UserError
-from dlprojects.models import checkpoints, numpy_pyfunc
+from dlprojects import weights
+from dlprojects.backprop.network import load_weights
 
 
 def test_torch_model_files(tmp_path):
-    path = checkpoints.save_model(nn.Linear(3, 2), tmp_path / "vit/model.safetensors", {"dim": 3})
-    assert checkpoints.load_params(path) == {"dim": 3}
+    path = weights.save_model(nn.Linear(3, 2), tmp_path / "vit/model.safetensors", {"dim": 3})
+    assert weights.load_params(path) == {"dim": 3}
     with pytest.raises(UserError, match=r"model.safetensors not found; run `dvc repro` to train it"):
-        checkpoints.load_weights(nn.Linear(3, 2), tmp_path / "none/model.safetensors")
+        weights.load_weights(nn.Linear(3, 2), tmp_path / "none/model.safetensors")
     with pytest.raises(UserError, match=r"does not fit the model params.yaml describes \(size mismatch"):
-        checkpoints.load_weights(nn.Linear(4, 2), path)
+        weights.load_weights(nn.Linear(4, 2), path)
     path.write_bytes(path.read_bytes()[:40])  # truncated
-    for load in (lambda: checkpoints.load_weights(nn.Linear(3, 2), path),
-                 lambda: checkpoints.load_params(path)):
+    for load in (lambda: weights.load_weights(nn.Linear(3, 2), path),
+                 lambda: weights.load_params(path)):
         with pytest.raises(UserError, match=r"is not a readable model \(.*\); restore it with "
                                             r"`dvc checkout .*vit` or retrain it"):
             load()
@@ -32,13 +33,13 @@ def test_numpy_model_files(tmp_path):
     path.parent.mkdir()
     numpy_nn.save_npz(path, network.state_dict())
     other = numpy_nn.build_mlp([4, 3, 2], rng=np.random.default_rng(1))
-    numpy_pyfunc.load_weights(other, path)
+    load_weights(other, path)
     assert all(np.array_equal(a, b) for a, b in zip(network.state_dict().values(),
                                                     other.state_dict().values()))
     with pytest.raises(UserError, match="not found; run `dvc repro` to train it"):
-        numpy_pyfunc.load_weights(other, tmp_path / "none.npz")
+        load_weights(other, tmp_path / "none.npz")
     with pytest.raises(UserError, match=r"does not fit the network params.yaml describes"):
-        numpy_pyfunc.load_weights(numpy_nn.build_mlp([4, 5, 2], rng=np.random.default_rng(0)), path)
+        load_weights(numpy_nn.build_mlp([4, 5, 2], rng=np.random.default_rng(0)), path)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(UserError, match=r"is not a readable model .*; restore it with `dvc checkout"):
-        numpy_pyfunc.load_weights(other, path)
+        load_weights(other, path)

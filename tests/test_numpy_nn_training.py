@@ -218,6 +218,8 @@ class Interrupt(Exception):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_an_interrupted_fit_resumes_and_ends_with_the_same_bytes(tmp_path, optimizer):
+    histories = []  # what on_history was last given, per call of train
+
     def train(folder, stop_after=None, fingerprint="a"):
         rng = np.random.default_rng(0)
         images, labels = blobs(np.random.default_rng(1), 300)
@@ -227,8 +229,10 @@ def test_an_interrupted_fit_resumes_and_ends_with_the_same_bytes(tmp_path, optim
             if epoch == stop_after:
                 raise Interrupt
 
+        histories.append(None)
         result = nn.fit(model, train_images=images, train_labels=labels, val_images=images,
                         val_labels=labels, rng=rng, on_epoch=on_epoch,
+                        on_history=lambda history: histories.__setitem__(-1, list(history)),
                         checkpoint=folder / "state.npz", fingerprint=fingerprint,
                         **{**FIT_DEFAULTS, "epochs": 4, "optimizer": optimizer})
         return model, result
@@ -244,6 +248,9 @@ def test_an_interrupted_fit_resumes_and_ends_with_the_same_bytes(tmp_path, optim
                 for row in history]
 
     assert untimed(resumed_result["history"]) == untimed(straight_result["history"])
+    # the history handed on after the resumed run holds every epoch, the resumed ones too
+    assert [row["epoch"] for row in histories[-1]] == [1, 2, 3, 4] == [
+        row["epoch"] for row in histories[0]]
     with np.load(tmp_path / "resumed/state.npz", allow_pickle=False):
         pass  # no pickle inside
 

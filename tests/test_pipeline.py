@@ -48,14 +48,14 @@ def assert_registered_once(root: Path) -> None:
     its folder (tag model.digest)."""
     import mlflow
 
-    from dlprojects import tracking
+    from dlprojects import lineage
 
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     for name, folder in REGISTERED.items():
         versions = client.search_model_versions(f"name = '{name}'")
         assert len(versions) == 1, f"{name}: {len(versions)} versions"
-        digest = tracking.model_digest(root / "models" / folder)
-        assert versions[0].tags[tracking.MODEL_TAG] == digest
+        digest = lineage.model_digest(root / "models" / folder)
+        assert versions[0].tags[lineage.MODEL_TAG] == digest
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     assert "dirty" not in page + readme
     lock = {out["path"]: out["md5"] for stage in yaml.safe_load(
         (project / "dvc.lock").read_text())["stages"].values() for out in stage.get("outs", [])}
-    from dlprojects.tracking import model_digest
+    from dlprojects.lineage import model_digest
 
     for _, folder in MODELS:  # digest and DVC hash (as dvc.lock holds it once the pipeline ran)
         path = f"models/{folder}"
@@ -190,7 +190,7 @@ def test_a_fresh_clone_evaluates_and_registers_every_model_though_training_repea
     machine that made them."""
     import mlflow
 
-    from dlprojects import tracking
+    from dlprojects import lineage, tracking
 
     # the results as they would be committed, on a branch: the project's HEAD and files stay
     index = project.parent / "results.index"
@@ -217,8 +217,8 @@ def test_a_fresh_clone_evaluates_and_registers_every_model_though_training_repea
         assert f"Running stage '{stage}'" in output
     client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
     for name, folder in MODELS:
-        digest = tracking.model_digest(clone / "models" / folder)
-        assert digest == tracking.model_digest(project / "models" / folder)  # the same bytes
+        digest = lineage.model_digest(clone / "models" / folder)
+        assert digest == lineage.model_digest(project / "models" / folder)  # the same bytes
         (found,) = tracking.runs_of_model(client, name, clone / "models" / folder)
         assert "test_accuracy" in found.data.metrics and "val_accuracy" in found.data.metrics
     assert_registered_once(clone)
@@ -230,7 +230,7 @@ def test_a_fresh_clone_evaluates_and_registers_every_model_though_training_repea
     assert_registered_once(clone)
     assert run(["dvc", "status"], clone).stdout.strip() == "Data and pipelines are up to date."
 
-    short = tracking.model_digest(clone / "models/vit")[:12]  # as reports/README.md shows it
+    short = lineage.model_digest(clone / "models/vit")[:12]  # as reports/README.md shows it
     assert short in (clone / "reports/README.md").read_text()
     found = run([sys.executable, "-m", "dlprojects.lineage", "model", short], clone).stdout
     assert f"git commit    {commit.strip()} " in found and "written by 1 run(s)" in found

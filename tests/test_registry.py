@@ -10,14 +10,26 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 
-from dlprojects import numpy_nn, tracking
-from dlprojects.models.numpy_pyfunc import build_network, log_numpy_model
+from dlprojects import lineage, numpy_nn, registry
+from dlprojects.backprop import network
+from dlprojects.backprop.pyfunc import log_numpy_model
 
-SPECS = {
-    "mlp": {"kind": "mlp", "sizes": [784, 16, 10], "activation": "relu", "dropout": 0.2,
-            "batch_norm": True},
-    "cnn": {"kind": "cnn", "channels": [2, 3], "hidden": 8, "dropout": 0.0},
+PARAMS = {  # what a model folder's params.json records (the network's section, in short)
+    "mlp": {"seed": 0, "kind": "mlp",
+            "mlp": {"hidden": [16], "activation": "relu", "dropout": 0.2, "batch_norm": True}},
+    "cnn": {"seed": 0, "kind": "cnn", "cnn": {"channels": [2, 3], "hidden": 8, "dropout": 0.0}},
 }
+
+
+def write_model(kind: str, folder, rng: np.random.Generator | None = None) -> numpy_nn.Sequential:
+    """A network of `kind` saved in `folder` as the train stage saves one; random weights from
+    `rng`, else its initial ones."""
+    built = network.build(PARAMS[kind], np.random.default_rng(0))
+    if rng is not None:
+        built.load_state_dict({name: rng.normal(size=value.shape).astype(value.dtype)
+                               for name, value in built.state_dict().items()})
+    network.save(built, PARAMS[kind], folder)
+    return built
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
@@ -27,25 +39,19 @@ def test_a_registered_numpy_network_loads_by_name_and_predicts_like_the_original
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("backprop")  # not the active experiment of an earlier test's store
     try:
-        network = build_network(SPECS[kind])
         rng = np.random.default_rng(1)
-        weights = {name: rng.normal(size=value.shape).astype(value.dtype)
-                   for name, value in network.state_dict().items()}
-        network.load_state_dict(weights)
         model_dir = tmp_path / "models" / kind
-        model_dir.mkdir(parents=True)
-        numpy_nn.save_npz(model_dir / "weights.npz", weights)
+        trained = write_model(kind, model_dir, rng)
         with mlflow.start_run():
-            log_numpy_model(SPECS[kind], model_dir / "weights.npz", f"backprop-{kind}",
-                            model_dir=model_dir)
+            log_numpy_model(model_dir, f"backprop-{kind}")
 
         loaded = mlflow.pyfunc.load_model(f"models:/backprop-{kind}/latest")
         images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
         probabilities = loaded.predict(images)
-        network.eval()
+        trained.eval()
         pixels = images.astype(np.float32) / 255.0
         inputs = pixels.reshape(5, -1) if kind == "mlp" else pixels[:, None]
-        np.testing.assert_allclose(probabilities, numpy_nn.softmax(network.forward(inputs)),
+        np.testing.assert_allclose(probabilities, numpy_nn.softmax(trained.forward(inputs)),
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(loaded.predict(pixels.reshape(5, -1)), probabilities,
                                    rtol=1e-5, atol=1e-6)  # [0, 1] floats, flat, alike
@@ -74,33 +80,30 @@ def test_registering_the_same_model_folder_again_adds_no_version(tmp_path, monke
     client = mlflow.MlflowClient()
     try:
         numpy_dir, torch_dir = tmp_path / "models/mlp", tmp_path / "models/linear"
-        numpy_dir.mkdir(parents=True)
         torch_dir.mkdir(parents=True)
-        network = build_network(SPECS["mlp"])
-        numpy_nn.save_npz(numpy_dir / "weights.npz", network.state_dict())
+        write_model("mlp", numpy_dir)
         linear = torch.nn.Linear(3, 2)
         (torch_dir / "model.bin").write_bytes(b"the weights the evaluate stage read")
 
         for _ in range(2):  # the stage run twice on the same model (dvc repro --force)
             with mlflow.start_run():
-                log_numpy_model(SPECS["mlp"], numpy_dir / "weights.npz", "backprop-mlp",
-                                model_dir=numpy_dir)
-                tracking.log_torch_model(linear, "linear", torch_dir)
+                log_numpy_model(numpy_dir, "backprop-mlp")
+                registry.log_torch_model(linear, "linear", torch_dir)
         for name, folder in (("backprop-mlp", numpy_dir), ("linear", torch_dir)):
             (version,) = versions_of(client, name)
-            assert version.tags == {tracking.MODEL_TAG: tracking.model_digest(folder),
+            assert version.tags == {lineage.MODEL_TAG: lineage.model_digest(folder),
                                     "git.commit": commit}
         loaded = mlflow.pytorch.load_model("models:/linear/latest")
         assert loaded(torch.zeros(1, 3)).shape == (1, 2)
 
         (torch_dir / "model.bin").write_bytes(b"retrained: other weights")
         with mlflow.start_run():
-            tracking.log_torch_model(linear, "linear", torch_dir)
+            registry.log_torch_model(linear, "linear", torch_dir)
         first, second = versions_of(client, "linear")
-        assert second.tags[tracking.MODEL_TAG] == tracking.model_digest(torch_dir)
+        assert second.tags[lineage.MODEL_TAG] == lineage.model_digest(torch_dir)
         with mlflow.start_run():  # the first model again: it has a version, none is added
             (torch_dir / "model.bin").write_bytes(b"the weights the evaluate stage read")
-            tracking.log_torch_model(linear, "linear", torch_dir)
+            registry.log_torch_model(linear, "linear", torch_dir)
         assert [v.version for v in versions_of(client, "linear")] == [first.version,
                                                                        second.version]
         assert len(versions_of(client, "backprop-mlp")) == 1

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from conftest import ROOT
-from dlprojects import tracking
+from dlprojects import lineage
 from dlprojects.errors import UserError
 from dlprojects.report import RESULTS, write_report
 
@@ -45,7 +45,7 @@ def fake_results(root: Path, client: mlflow.MlflowClient) -> dict[str, str]:
         (model_dir / "model.safetensors").write_text(f"weights {number}")
         run = client.create_run(experiment_id, tags={
             "git.commit": f"{number:040d}", "git.dirty": "false",
-            tracking.MODEL_TAG: tracking.model_digest(model_dir)})
+            lineage.MODEL_TAG: lineage.model_digest(model_dir)})
         run_ids[result.model_dir] = run.info.run_id
     return run_ids
 
@@ -64,7 +64,7 @@ def test_the_page_is_self_contained_and_names_every_result_by_its_model_digest(t
     assert not re.search(r"<script|<link|@import|url\(|src=\"(?!data:image/png;base64,)", text)
     assert not re.search(r"https?://", text)
     for folder, run_id in run_ids.items():  # no run id, no "(dirty)": they do not travel
-        digest = tracking.model_digest(tmp_path / folder)
+        digest = lineage.model_digest(tmp_path / folder)
         for shown in (text, markdown):
             assert run_id not in shown and digest in shown and digest[:12] in shown
     for shown in (text, markdown):
@@ -93,7 +93,7 @@ def test_the_lineage_table_gives_each_folder_its_digest_and_dvc_hash(tmp_path):
             re.findall(r"^\| `([^`]+)` \| `([0-9a-f]{64})` \| `([^`]+)` \|$",
                        readme.read_text(), flags=re.M)}
     assert sorted(rows) == sorted(result.model_dir for result in RESULTS)
-    assert rows["models/vit"] == (tracking.model_digest(tmp_path / "models/vit"),
+    assert rows["models/vit"] == (lineage.model_digest(tmp_path / "models/vit"),
                                   "0123456789abcdef0123456789abcdef.dir")
     assert rows["models/sentiment"][1] == "not in dvc.lock"
 
@@ -107,7 +107,7 @@ def test_the_report_depends_on_the_results_only_not_on_the_tracking_store(tmp_pa
         experiment = client.get_experiment_by_name(result.project)
         client.create_run(experiment.experiment_id, tags={
             "git.commit": "f" * 40, "git.dirty": "false",
-            tracking.MODEL_TAG: tracking.model_digest(tmp_path / result.model_dir)})
+            lineage.MODEL_TAG: lineage.model_digest(tmp_path / result.model_dir)})
     (tmp_path / "mlflow.db").unlink()  # or another machine, with a store of its own
     page, readme = write_report(tmp_path)
     assert (page.read_bytes(), readme.read_bytes()) == before

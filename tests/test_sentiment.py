@@ -16,20 +16,24 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import committed
 from dlprojects.config import ConfigError, EmbedImdbParams, parse
-from dlprojects.data.imdb import (balanced_subset, build_store, clean_review, embed, encode,
-                                  load_bert, load_split, read_meta, split_validation, store_bytes,
-                                  truncate)
 from dlprojects.errors import UserError
-from dlprojects.models.sentiment import (ReviewBatches, SentimentPredictor, SentimentRNN,
-                                         binary_metrics, curves, example_reviews, save_rnn)
+from dlprojects.sentiment.batches import ReviewBatches
+from dlprojects.sentiment.bert import embed, encode, load_bert
+from dlprojects.sentiment.evaluation import binary_metrics, curves, example_reviews
+from dlprojects.sentiment.model import SentimentRNN, save_rnn
+from dlprojects.sentiment.predict import SentimentPredictor
+from dlprojects.sentiment.reviews import balanced_subset, clean_review, split_validation, truncate
+from dlprojects.sentiment.store import build_store, load_split, read_meta, store_bytes
 
 CPU = torch.device("cpu")
 POSITIVE = ["great", "wonderful", "excellent", "loved", "brilliant", "moving"]
 NEGATIVE = ["awful", "terrible", "boring", "hated", "dull", "waste"]
 FILLER = ["the", "film", "movie", "plot", "actor", "was", "and", "a", "story", "scene", "it"]
-TINY = EmbedImdbParams(train_samples=16, test_samples=8, max_length=48, head_tokens=8,
-                       bert_layers=[-2, -1], batch_size=5, device="cpu", threads=1)
+TINY = EmbedImdbParams(**{**committed("embed_imdb"), "train_samples": 16, "test_samples": 8,
+                          "max_length": 48, "head_tokens": 8, "bert_layers": [-2, -1],
+                          "batch_size": 5, "device": "cpu", "threads": 1})
 
 
 # --------------------------------------------------------------------------------------- fixtures
@@ -141,7 +145,7 @@ def test_subsets_are_balanced_and_seeded_and_validation_is_stratified():
 
 
 def test_the_store_round_trips_fp16_states_of_real_tokens_only(store, tiny_imdb, tiny_bert):
-    from dlprojects.data.imdb import read_reviews
+    from dlprojects.sentiment.reviews import read_reviews
 
     meta = read_meta(store)
     train = load_split(store, "train")
@@ -166,7 +170,7 @@ def test_the_store_round_trips_fp16_states_of_real_tokens_only(store, tiny_imdb,
 
 
 def test_trimming_unused_layers_keeps_the_states_asked_for(tiny_bert):
-    from dlprojects.data.imdb import trim_to_layers
+    from dlprojects.sentiment.bert import trim_to_layers
 
     tokenizer, bert = load_bert(tiny_bert, device=CPU)
     depth = len(bert.encoder.layer)
@@ -284,7 +288,7 @@ def model_dir(store, tmp_path_factory) -> Path:
 
 def test_predict_scores_text_exactly_as_the_pipeline_embedded_it(model_dir, tiny_bert, tiny_imdb,
                                                                   store):
-    from dlprojects.data.imdb import read_reviews
+    from dlprojects.sentiment.reviews import read_reviews
 
     predictor = SentimentPredictor.load(model_dir, tiny_bert, device=CPU)
     test = load_split(store, "test")
@@ -353,7 +357,7 @@ def test_a_layer_the_bert_lacks_fails_naming_the_param(tiny_imdb, tiny_bert, tmp
 ])
 def test_bad_embed_params_name_their_key(data, message):
     with pytest.raises(ConfigError, match=message):
-        parse(EmbedImdbParams, data, "embed_imdb")
+        parse(EmbedImdbParams, {**committed("embed_imdb"), **data}, "embed_imdb")
 
 
 # ------------------------------------------------------------------------------- test figures

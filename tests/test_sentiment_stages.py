@@ -7,7 +7,6 @@ import csv
 import json
 import runpy
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -83,7 +82,7 @@ def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(pro
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    from dlprojects import tracking
+    from dlprojects import lineage, tracking
 
     runs = tracking.runs_of_model(client, "sentiment", project / "models/sentiment")
     assert len(runs) == 1  # found from the model folder's digest
@@ -94,7 +93,7 @@ def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(pro
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert "evaluation/roc_pr.png" in artifacts and "evaluation/examples.md" in artifacts
     (version,) = client.search_model_versions("name = 'sentiment'")
-    assert version.tags[tracking.MODEL_TAG] == tracking.model_digest(project / "models/sentiment")
+    assert version.tags[lineage.MODEL_TAG] == lineage.model_digest(project / "models/sentiment")
 
 
 def test_predict_prints_probabilities_and_rejects_empty_text(project, monkeypatch, capsys):

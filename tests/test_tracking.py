@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from dlprojects import tracking
+from dlprojects import lineage, tracking
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,9 @@ def test_a_dirty_tree_is_tagged(project):
     subprocess.run(["git", "commit", "-qm", "results"], cwd=project, check=True)
     (project / "reports/metrics.json").write_text('{"test_accuracy": 0.9}\n')
     (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
-    assert tracking.git_state(project)["git.dirty"] == "false"
+    assert lineage.git_state(project)["git.dirty"] == "false"
     (project / "dvc.yaml").write_text("stages: {}  # edited\n")
-    assert tracking.git_state(project)["git.dirty"] == "true"
+    assert lineage.git_state(project)["git.dirty"] == "true"
 
 
 def test_an_unreachable_server_is_reported_before_any_work(project, monkeypatch):
@@ -86,7 +86,7 @@ def test_an_unreachable_server_is_reported_before_any_work(project, monkeypatch)
 
 def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experiment(project,
                                                                                     monkeypatch):
-    from dlprojects import lineage
+    from dlprojects.lineage import query
     from dlprojects.errors import UserError
 
     monkeypatch.setenv("DVC_STAGE", "train_vit")
@@ -100,7 +100,7 @@ def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experimen
                             text=True).stdout.strip()
     client = mlflow.MlflowClient(tracking.tracking_uri())
 
-    described = lineage.describe_run(client, run.info.run_id)
+    described = query.describe_run(client, run.info.run_id)
     assert f"git commit  {commit}\n" in described  # a clean tree: no warning
     assert "dvc stage   train_vit" in described and "dvc exp     deeper-vit" in described
     assert "data        data/raw/mnist  0123abcd.dir" in described
@@ -108,19 +108,19 @@ def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experimen
                               "  dvc checkout train_vit   # from the local cache, or:\n"
                               "  dvc pull train_vit")
 
-    listed = lineage.describe_experiment(client, "deeper-vit")
+    listed = query.describe_experiment(client, "deeper-vit")
     assert listed.splitlines()[0] == "dvc exp deeper-vit: 1 MLflow run(s)"
     assert f"{run.info.run_id}  train_vit  test_accuracy 0.9000" in listed
     with pytest.raises(UserError, match="no MLflow run is tagged with DVC experiment 'other'"):
-        lineage.describe_experiment(client, "other")
+        query.describe_experiment(client, "other")
 
-    found = lineage.describe_model(client, project / "models/vit")
+    found = query.describe_model(client, project / "models/vit")
     assert "written by 1 run(s)" in found and f"{run.info.run_id}  train_vit  commit {commit[:12]}" in found
     (project / "models/vit/model.safetensors").write_bytes(b"other weights")
     with pytest.raises(UserError, match="no MLflow run in .* wrote the model in"):
-        lineage.describe_model(client, project / "models/vit")
+        query.describe_model(client, project / "models/vit")
     with pytest.raises(UserError, match="no MLflow run 'missing'"):
-        lineage.describe_run(client, "missing")
+        query.describe_run(client, "missing")
 
 
 def test_under_mlflow_run_a_stage_still_gets_its_own_run_in_its_project(project, monkeypatch):
@@ -186,27 +186,29 @@ def _train(folder: Path, stop_server_after: int | None = None, server: Server | 
     import torch
     from torch import nn
 
-    from dlprojects.training import TensorBatches, fingerprint, fit, seed_everything
+    from dlprojects.history import history_writer
+    from dlprojects.resume import Checkpoint
+    from dlprojects.runtime import Runtime, seed_everything
+    from dlprojects.training import TensorBatches, fit
 
     generator = seed_everything(0)
     inputs = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))
     labels = (inputs[:, 0] > 0).long()
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
-    checkpoint = folder / "checkpoints/toy.pt"
+    checkpoint = Checkpoint(folder / "checkpoints/toy.pt", "toy")
+    runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=5, amp=True)
 
     def on_epoch(epoch, metrics):
         tracking.log_epoch(epoch, metrics)
         if epoch == stop_server_after:
             server.stop()
 
-    with tracking.start_run("toy", Params(), inputs=[], device="cpu", checkpoint=checkpoint,
-                            fingerprint=fingerprint("toy")) as run:
-        fit(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+    with tracking.start_run("toy", Params(), inputs=[], device="cpu",
+                            checkpoint=checkpoint) as run:
+        fit(model, runtime, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
-            train_size=256, evals={"val": TensorBatches(inputs, labels, 64)}, epochs=5,
-            device=torch.device("cpu"), generator=generator, checkpoint=checkpoint,
-            history_file=folder / "history.csv", run_fingerprint=fingerprint("toy"),
-            on_epoch=on_epoch)
+            evals={"val": TensorBatches(inputs, labels, 64)}, checkpoint=checkpoint,
+            on_epoch=on_epoch, on_history=history_writer(folder / "history.csv"))
     return run.info.run_id
 
 

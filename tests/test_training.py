@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from dlprojects.errors import UserError
-from dlprojects.training import (TensorBatches, TrainingDiverged, fit, fingerprint, predict,
-                                 seed_everything, select_device)
+from dlprojects.history import history_writer
+from dlprojects.resume import Checkpoint, fingerprint
+from dlprojects.runtime import Runtime, seed_everything, select_device
+from dlprojects.training import TensorBatches, TrainingDiverged, fit, predict
 
 
 class Interrupt(Exception):
@@ -39,11 +41,11 @@ def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a", deterministi
         if epoch == stop_after:
             raise Interrupt
 
-    result = fit(model, optimizer=optimizer, scheduler=scheduler, loss_fn=nn.CrossEntropyLoss(),
-                 train=train, train_size=len(train), evals={"val": val}, epochs=epochs,
-                 device=torch.device("cpu"), generator=generator,
-                 checkpoint=tmp_path / "checkpoint.pt", history_file=tmp_path / "history.csv",
-                 run_fingerprint=fingerprint(params), on_epoch=on_epoch)
+    runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=epochs, amp=True)
+    result = fit(model, runtime, optimizer=optimizer, scheduler=scheduler,
+                 loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
+                 checkpoint=Checkpoint(tmp_path / "checkpoint.pt", fingerprint(params)),
+                 on_epoch=on_epoch, on_history=history_writer(tmp_path / "history.csv"))
     return model, result
 
 
@@ -114,12 +116,11 @@ def test_fit_on_cuda_with_bf16(tmp_path):
     generator = seed_everything(0)
     inputs, labels = (t.cuda() for t in _problem())
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).cuda()
-    result = fit(model, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
+    runtime = Runtime(device=torch.device("cuda"), generator=generator, epochs=5, amp=True)
+    result = fit(model, runtime, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
                  loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
-                 train_size=512, evals={"val": TensorBatches(inputs, labels, 64)}, epochs=5,
-                 device=torch.device("cuda"), generator=generator,
-                 checkpoint=tmp_path / "c.pt", history_file=tmp_path / "h.csv",
-                 run_fingerprint="x", amp=True)
+                 evals={"val": TensorBatches(inputs, labels, 64)},
+                 checkpoint=Checkpoint(tmp_path / "c.pt", "x"))
     assert result.history[-1]["val_accuracy"] > 0.9
 
 
@@ -130,11 +131,12 @@ def test_deterministic_mode_repeats_a_cuda_run_exactly(tmp_path):
         generator = seed_everything(0, deterministic=True)
         inputs, labels = (t.cuda() for t in _problem())
         model = nn.Sequential(nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 4)).cuda()
-        fit(model, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
+        runtime = Runtime(device=torch.device("cuda"), generator=generator, epochs=3, amp=True)
+        fit(model, runtime, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
             loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
-            train_size=512, evals={"val": TensorBatches(inputs, labels, 64)}, epochs=3,
-            device=torch.device("cuda"), generator=generator, checkpoint=folder / "c.pt",
-            history_file=folder / "h.csv", run_fingerprint="x", amp=True)
+            evals={"val": TensorBatches(inputs, labels, 64)},
+            checkpoint=Checkpoint(folder / "c.pt", "x"),
+            on_history=history_writer(folder / "h.csv"))
         return model
 
     try:

@@ -1,10 +1,10 @@
-"""Fast CPU tests for dlprojects.models.vit."""
+"""Fast CPU tests for dlprojects.vit.model."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dlprojects.models.vit import ViT, attention_rollout, patchify, unpatchify
+from dlprojects.vit.model import ViT, attention_rollout, patchify, unpatchify
 
 SMALL = dict(image_size=28, patch_size=7, in_channels=1, num_classes=10,
              dim=32, depth=2, heads=4, mlp_dim=64, stem_channels=0)

@@ -4,7 +4,6 @@ stages on smoke-sized params)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import pickle
@@ -20,22 +19,19 @@ import pytest
 import torch
 
 import test_stage_errors
+from conftest import committed
 from dlprojects import plots
 from dlprojects.config import ConfigError, TrainVitParams, load_section, parse
-from dlprojects.data.cifar import load_cifar10_splits, load_splits, normalised_tensor
+from dlprojects.data.cifar import load_cifar10_splits
+from dlprojects.data.images import normalised_tensor
 from dlprojects.data.download import DownloadError, download
 from dlprojects.data.mirrors import MirrorError
 from dlprojects.data.sources import CIFAR10, CIFAR10_FILES, CIFAR10_TARBALL, _cifar10_from_tarball
-from dlprojects.models.vit import ViT
+from dlprojects.vit.data import load_splits
+from dlprojects.training import decay_groups, warmup_cosine
+from dlprojects.vit.model import NO_DECAY, ViT
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _train_vit_module():
-    spec = importlib.util.spec_from_file_location("train_vit", ROOT / "pipeline/train_vit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------------ bad params
@@ -91,21 +87,21 @@ def test_committed_params_describe_a_model_that_builds():
     params = load_section("train_vit", ROOT / "params.yaml")
     model = ViT(**params.model_kwargs())
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    cifar = parse(TrainVitParams, {"dataset": "cifar10", "patch_size": 4}, "train_vit")
+    cifar = parse(TrainVitParams, {**committed("train_vit"), "dataset": "cifar10", "patch_size": 4},
+                  "train_vit")
     kwargs = cifar.model_kwargs()
     assert (kwargs["image_size"], kwargs["in_channels"], kwargs["patch_size"]) == (32, 3, 4)
     assert ViT(**kwargs)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(ConfigError, match=r"train_vit\.heads: 3 does not divide dim 64"):
-        parse(TrainVitParams, {"heads": 3}, "train_vit")
+        parse(TrainVitParams, {**committed("train_vit"), "heads": 3}, "train_vit")
 
 
 # ------------------------------------------------------------------------------ training helpers
 
 
 def test_weight_decay_skips_biases_norms_position_embedding_and_class_token():
-    train_vit = _train_vit_module()
     model = ViT(dim=16, depth=1, heads=2, mlp_dim=32, stem_channels=4)
-    decay, no_decay = train_vit.parameter_groups(model, 0.05)
+    decay, no_decay = decay_groups(model, 0.05, no_decay=NO_DECAY)
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.05, 0.0)
     names = {id(p): name for name, p in model.named_parameters()}
     skipped = {names[id(p)] for p in no_decay["params"]}
@@ -117,12 +113,12 @@ def test_weight_decay_skips_biases_norms_position_embedding_and_class_token():
 
 
 def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine():
-    factor = _train_vit_module().warmup_cosine(warmup_steps=4, total_steps=14)
+    factor = warmup_cosine(warmup_steps=4, total_steps=14)
     assert [factor(step) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert factor(4) == 1.0
     assert factor(9) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert factor(14) == pytest.approx(0.0)
-    assert _train_vit_module().warmup_cosine(0, 10)(0) == 1.0
+    assert warmup_cosine(0, 10)(0) == 1.0
 
 
 # --------------------------------------------------------------------------------------- CIFAR-10

@@ -1,4 +1,5 @@
-"""What every evaluate stage writes: metrics JSON (a DVC metrics file) and per-class figures."""
+"""Test metrics of a classifier, and what every evaluate stage writes: metrics JSON (a DVC metrics
+file) and the test predictions."""
 
 from __future__ import annotations
 
@@ -20,21 +21,32 @@ def write_json(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    """(classes, classes) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of the true classes' probabilities."""
+    return float(-np.log(probabilities[np.arange(len(labels)), labels] + 1e-12).mean())
+
+
+def classifier_metrics(probabilities: np.ndarray, labels: np.ndarray,
+                       class_names: list[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """({test_accuracy, test_loss, per_class_accuracy}, confusion matrix) of class
+    probabilities (N, C) against labels (N,); the prediction is the most probable class."""
+    predictions = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(labels, predictions, len(class_names))
+    return {"test_accuracy": float((predictions == labels).mean()),
+            "test_loss": cross_entropy(probabilities, labels),
+            "per_class_accuracy": per_class_accuracy(matrix, class_names)}, matrix
+
+
 def per_class_accuracy(matrix: np.ndarray, class_names: list[str]) -> dict[str, float]:
     """Recall of each class from a confusion matrix (rows are true classes)."""
     return {name: float(matrix[i, i] / max(1, matrix[i].sum())) for i, name in enumerate(class_names)}
-
-
-def best_of_history(history: list[dict[str, float]]) -> dict[str, float]:
-    """The best value over epochs of each loss (min) and accuracy (max), named `best_<metric>`."""
-    best = {}
-    for key in history[0]:
-        values = [row[key] for row in history]
-        if key.endswith("_loss"):
-            best[f"best_{key}"] = min(values)
-        elif key.endswith("_accuracy"):
-            best[f"best_{key}"] = max(values)
-    return best
 
 
 def write_predictions(labels: np.ndarray, probabilities: np.ndarray, path: Path,

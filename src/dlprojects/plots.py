@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,11 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    with Path(path).open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _save(figure, path: Path) -> Path:
@@ -46,13 +40,6 @@ def loss_curves(histories: dict[str, list[dict[str, float]]], path: Path, *,
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     return _save(figure, path)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    """(classes, classes) counts: row = true class, column = predicted class."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
 
 
 def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path, *,
@@ -134,7 +121,7 @@ def roc_pr_curves(curves: dict[str, dict[str, np.ndarray]], path: Path, *, title
     return _save(figure, path)
 
 
-# >>> vit: attention maps and patches >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+# ----------------------------------------------------------------- ViT: attention maps and patches
 
 
 def _show(axis, image: np.ndarray, **kwargs) -> None:
@@ -196,5 +183,3 @@ def patch_grid(image: np.ndarray, patch_size: int, path: Path, *, title: str = "
     figure.savefig(path, dpi=110, bbox_inches="tight")  # tight_layout cannot place nested grids
     plt.close(figure)
     return path
-
-# <<< vit <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<

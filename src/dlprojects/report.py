@@ -3,7 +3,7 @@ scripts, styles or fonts) with the results of the four projects against the publ
 every figure; and `reports/README.md`, the same for reading on a forge (figures linked, not
 inlined).
 
-Each result is named by its model's digest (`tracking.model_digest`, the `model.digest` tag of its
+Each result is named by its model's digest (`lineage.model_digest`, the `model.digest` tag of its
 MLflow runs and registered versions) and the DVC hash dvc.lock records for the model folder, never
 by an MLflow run id: run ids exist only in the store of the machine that made them, and the report
 is committed. `python -m dlprojects.lineage model <folder or digest>` lists the runs of a digest in
@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dlprojects import tracking
+from dlprojects.lineage import dvc_hashes, model_digest
 from dlprojects.errors import UserError
 
 
@@ -80,14 +78,6 @@ def check_inputs(root: Path) -> None:
 NOT_RECORDED = "not in dvc.lock"
 
 
-def dvc_hashes(root: Path) -> dict[str, str]:
-    """The DVC hash (`md5`) that root/dvc.lock records for each out path."""
-    lock_file = root / "dvc.lock"
-    lock = (yaml.safe_load(lock_file.read_text()) or {}) if lock_file.exists() else {}
-    return {out["path"]: out.get("md5") or out.get("hash", "")
-            for stage in (lock.get("stages") or {}).values() for out in stage.get("outs", [])}
-
-
 def collect(root: Path) -> list[dict[str, Any]]:
     """One dict per row of the results table."""
     recorded = dvc_hashes(root)
@@ -102,7 +92,7 @@ def collect(root: Path) -> list[dict[str, Any]]:
                      "test_accuracy": float(value),
                      "published": result.published.get(dataset, ""),
                      "folder": result.model_dir,
-                     "digest": tracking.model_digest(root / result.model_dir),
+                     "digest": model_digest(root / result.model_dir),
                      "dvc_hash": recorded.get(result.model_dir, NOT_RECORDED)})
     return rows
 

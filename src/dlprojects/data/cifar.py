@@ -1,8 +1,5 @@
-"""CIFAR-10's python batches from data/raw/cifar10, and one loader for every image set the ViT uses.
-
-`load_splits("cifar10" | "mnist" | "fashion_mnist", root, ...)` returns `ImageSplits` (uint8 images,
-(N, 32, 32, 3) for CIFAR-10, (N, 28, 28) otherwise) with the same seeded validation split as
-`images.load_image_splits`; `normalised_tensor` turns either into float (N, C, H, W) on a device.
+"""CIFAR-10's python batches from data/raw/cifar10: `load_cifar10_splits` returns `ImageSplits`
+(uint8 images (N, 32, 32, 3)) with the same seeded validation split as `images.load_image_splits`.
 The batches are pickles, so `BatchUnpickler` builds nothing but numpy arrays and plain containers:
 a file swapped for a hostile pickle is refused, not run.
 """
@@ -15,16 +12,13 @@ from pathlib import Path
 import numpy as np
 from numpy._core.multiarray import _reconstruct
 
-from dlprojects.data.images import (PIXEL_STATS, ImageSplits, load_image_splits, split_arrays,
-                                   to_tensor)
+from dlprojects.data.images import ImageSplits, split_arrays
 from dlprojects.errors import UserError
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                        "ship", "truck"]
-# Per-channel (R, G, B) mean and std of the 50,000 training images scaled to [0, 1].
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
 # The only globals a batch names: numpy arrays and their dtype, under numpy 1's or numpy 2's module
@@ -91,25 +85,3 @@ def load_cifar10_splits(root: Path, *, validation_size: int, seed: int, train_sa
     return split_arrays(images, labels, test_images, test_labels, CIFAR10_CLASS_NAMES,
                         validation_size=validation_size, seed=seed,
                         train_samples=train_samples, test_samples=test_samples)
-
-
-def load_splits(dataset: str, root: Path, *, validation_size: int, seed: int,
-                train_samples: int = 0, test_samples: int = 0) -> ImageSplits:
-    """Train/validation/test images of `dataset` from `root` (data/raw/<dataset>)."""
-    load = load_cifar10_splits if dataset == "cifar10" else (
-        lambda root, **kwargs: load_image_splits(dataset, root, **kwargs))
-    return load(root, validation_size=validation_size, seed=seed, train_samples=train_samples,
-                test_samples=test_samples)
-
-
-def normalised_tensor(images: np.ndarray, dataset: str, device):
-    """uint8 (N, H, W) or (N, H, W, 3) -> float32 (N, C, H, W) on `device`, standardised with the
-    training set's statistics (per channel for colour)."""
-    import torch
-
-    if images.ndim == 3:
-        mean, std = PIXEL_STATS[dataset]
-        return to_tensor(images, device, mean=mean, std=std)
-    mean, std = (torch.tensor(stats, device=device).view(1, 3, 1, 1) for stats in CIFAR10_STATS)
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
-    return ((pixels.permute(0, 3, 1, 2) / 255.0 - mean) / std).contiguous()

@@ -70,6 +70,12 @@ def split_arrays(images: np.ndarray, labels: np.ndarray, test_images: np.ndarray
                        class_names)
 
 
+# Training-set pixel statistics of images scaled to [0, 1]: (mean, std); per channel (R, G, B)
+# for CIFAR-10's 50,000 training images.
+PIXEL_STATS = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530),
+               "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
+
+
 def to_tensor(images: np.ndarray, device, *, mean: float, std: float):
     """uint8 (N, H, W) -> normalised float32 (N, 1, H, W) on `device`."""
     import torch
@@ -78,5 +84,15 @@ def to_tensor(images: np.ndarray, device, *, mean: float, std: float):
     return ((pixels / 255.0 - mean) / std).unsqueeze(1)
 
 
-# Training-set pixel statistics (of images scaled to [0, 1]).
-PIXEL_STATS = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}
+def normalised_tensor(images: np.ndarray, dataset: str, device):
+    """uint8 (N, H, W) or (N, H, W, 3) -> float32 (N, C, H, W) on `device`, standardised with the
+    training set's statistics (per channel for colour)."""
+    import torch
+
+    if images.ndim == 3:
+        mean, std = PIXEL_STATS[dataset]
+        return to_tensor(images, device, mean=mean, std=std)
+    mean, std = (torch.tensor(stats, device=device).view(1, 3, 1, 1)
+                 for stats in PIXEL_STATS[dataset])
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
+    return ((pixels.permute(0, 3, 1, 2) / 255.0 - mean) / std).contiguous()

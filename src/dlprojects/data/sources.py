@@ -251,7 +251,7 @@ def source_for(name: str, *, bert_model: str = "all-MiniLM-L6-v2") -> Source:
 SOURCE_NAMES = ("mnist", "fashion_mnist", "imdb", "bert")
 
 
-# >>> vit: CIFAR-10 >>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+# ----------------------------------------------------------------------------------- ViT: CIFAR-10
 # No package registry ships CIFAR-10, so it has only its canonical URL: offline, its download fails
 # with the message that names download.cifar10.mirrors. It is not in SOURCE_NAMES (the sources every
 # machine can fetch, which the download stages and the offline tests use).
@@ -294,5 +294,3 @@ CIFAR10 = Source(
 )
 
 URL_ONLY_SOURCES = {"cifar10": CIFAR10}  # sources with no offline mirror: fetched on demand
-
-# <<< vit <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<

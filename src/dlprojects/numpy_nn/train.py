@@ -5,6 +5,7 @@ NumPy's BLAS is fastest single-threaded on small machines: set OPENBLAS_NUM_THRE
 threadpoolctl) in the caller, which this NumPy-only package leaves alone.
 """
 
+import functools
 import json
 import math
 import time
@@ -90,82 +91,87 @@ def _make_optimizer(name: str, model, *, lr, momentum, weight_decay):
 
 def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels, epochs: int,
         batch_size: int, optimizer: str, lr: float, momentum: float, weight_decay: float,
-        schedule: str, rng: np.random.Generator, on_epoch=None, warmup_epochs: float = 0.0,
-        eval_batch_size: int = 500, checkpoint: Path | None = None, fingerprint: str = "") -> dict:
+        schedule: str, rng: np.random.Generator, on_epoch=None, on_history=None,
+        warmup_epochs: float = 0.0, eval_batch_size: int = 500, checkpoint: Path | None = None,
+        fingerprint: str = "") -> dict:
     """Train on shuffled minibatches; keep the weights of the best validation-accuracy epoch.
 
-    After each epoch `on_epoch(epoch, metrics)` is called (epochs count from 1) with train_loss and
-    train_accuracy (averages over the epoch's minibatches, in training mode), val_loss,
-    val_accuracy, lr (at the epoch's last step), epoch_seconds (the whole epoch) and samples_per_second
-    (training only). Returns {"history": [{"epoch": ..., **metrics}, ...], "best_epoch": ...}.
-    Raises TrainingDiverged as soon as a loss is NaN or infinite.
+    After each epoch, `on_history(history)` gets every epoch so far (resumed ones included), then
+    `on_epoch(epoch, metrics)` (from 1) train_loss and train_accuracy (over the epoch's minibatches,
+    in training mode), val_loss, val_accuracy, lr (at the last step), epoch_seconds and
+    samples_per_second. Returns {"history": [{"epoch": ..., **metrics}, ...], "best_epoch": ...};
+    raises TrainingDiverged as soon as a loss is NaN or infinite.
 
     `checkpoint`: an `.npz` written after every epoch (weights, optimiser buffers, random states,
-    history) and resumed from when its `fingerprint` matches, so a killed run ends with the same
-    weights as one never interrupted. It stays when training completes; the caller removes it.
+    history), resumed from when its `fingerprint` matches: a killed run ends with the same weights
+    as one never interrupted. It stays when training completes; the caller removes it.
     """
     opt = _make_optimizer(optimizer, model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_fn = SoftmaxCrossEntropy()
     steps_per_epoch = math.ceil(len(train_images) / batch_size)
     total_steps = epochs * steps_per_epoch
-    warmup_steps = round(warmup_epochs * steps_per_epoch)
-    learning_rate(schedule, step=0, total_steps=total_steps, base_lr=lr)  # reject a bad name now
-    history, best_accuracy, best_epoch, best_state = [], -1.0, 0, None
-    step = 0
+    lr_at = functools.partial(learning_rate, schedule, total_steps=total_steps, base_lr=lr,
+                              warmup_steps=round(warmup_epochs * steps_per_epoch))
+    lr_at(step=0)  # reject a bad schedule name now
+    history, best_accuracy, best_epoch, best_state, step = [], -1.0, 0, None, 0
     generators = [rng] + [layer.rng for layer in _layers(model) if isinstance(layer, Dropout)]
     resumed = _load_checkpoint(checkpoint, fingerprint, model, opt, generators)
     if resumed is not None:
         history, best_accuracy, best_epoch, best_state, step = resumed
         print(f"resuming from {checkpoint} after epoch {len(history)}", flush=True)
-    # Overflow warnings would only precede the TrainingDiverged below, which says more.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # TrainingDiverged tells
         for epoch in range(len(history) + 1, epochs + 1):
             started = time.perf_counter()
-            model.train()
             order = rng.permutation(len(train_images))
-            loss_sum, correct = 0.0, 0
-            for batch_start in range(0, len(order), batch_size):
-                batch = order[batch_start:batch_start + batch_size]
-                labels = train_labels[batch]
-                opt.lr = learning_rate(schedule, step=step, total_steps=total_steps, base_lr=lr,
-                                       warmup_steps=warmup_steps)
-                logits = model.forward(train_images[batch])
-                loss = loss_fn.forward(logits, labels)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training loss became {loss} at epoch {epoch}, step {step + 1} of "
-                        f"{total_steps} (lr {opt.lr:.3g}); lower the learning rate")
-                model.backward(loss_fn.backward())
-                opt.step()
-                loss_sum += loss * len(batch)
-                correct += int((logits.argmax(axis=1) == labels).sum())
-                step += 1
+            loss_sum, correct, step = _train_epoch(
+                model, opt, loss_fn, train_images, train_labels, order, batch_size, epoch,
+                step=step, lr_at=lr_at, total_steps=total_steps)
             train_seconds = time.perf_counter() - started
             val_loss, val_accuracy, _, _ = evaluate(model, val_images, val_labels, eval_batch_size)
             if not math.isfinite(val_loss):
-                raise TrainingDiverged(
-                    f"validation loss became {val_loss} after epoch {epoch}; "
-                    "lower the learning rate")
-            metrics = {
-                "train_loss": loss_sum / len(order),
-                "train_accuracy": correct / len(order),
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "lr": opt.lr,
-                "epoch_seconds": time.perf_counter() - started,
-                "samples_per_second": len(order) / train_seconds,
-            }
+                raise TrainingDiverged(f"validation loss became {val_loss} after epoch {epoch}; "
+                                       "lower the learning rate")
+            metrics = {"train_loss": loss_sum / len(order), "train_accuracy": correct / len(order),
+                       "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": opt.lr,
+                       "epoch_seconds": time.perf_counter() - started,
+                       "samples_per_second": len(order) / train_seconds}
             history.append({"epoch": epoch, **metrics})
             if val_accuracy > best_accuracy:
                 best_accuracy, best_epoch, best_state = val_accuracy, epoch, model.state_dict()
+            if on_history is not None:
+                on_history(history)
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
-            if checkpoint is not None:
-                _save_checkpoint(checkpoint, fingerprint, model, opt, generators, history,
-                                 best_accuracy, best_epoch, best_state, step)
+            _save_checkpoint(checkpoint, fingerprint, model, opt, generators, history,
+                             best_accuracy, best_epoch, best_state, step)
+    if on_history is not None:  # also when a completed checkpoint was all there was
+        on_history(history)
     if best_state is not None:
         model.load_state_dict(best_state)
     return {"history": history, "best_epoch": best_epoch}
+
+
+def _train_epoch(model, opt, loss_fn, images, labels, order, batch_size, epoch, *, step, lr_at,
+                 total_steps):
+    """One pass over the training images in `order`: (summed loss, correct count, next step)."""
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for batch_start in range(0, len(order), batch_size):
+        batch = order[batch_start:batch_start + batch_size]
+        batch_labels = labels[batch]
+        opt.lr = lr_at(step=step)
+        logits = model.forward(images[batch])
+        loss = loss_fn.forward(logits, batch_labels)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} at epoch {epoch}, step {step + 1} of "
+                f"{total_steps} (lr {opt.lr:.3g}); lower the learning rate")
+        model.backward(loss_fn.backward())
+        opt.step()
+        loss_sum += loss * len(batch)
+        correct += int((logits.argmax(axis=1) == batch_labels).sum())
+        step += 1
+    return loss_sum, correct, step
 
 
 # ------------------------------------------------------------------------------------ checkpoint
@@ -183,7 +189,10 @@ def _optimizer_buffers(opt) -> list[np.ndarray]:
 
 def _save_checkpoint(path, fingerprint, model, opt, generators, history, best_accuracy,
                      best_epoch, best_state, step) -> None:
-    """Arrays and a JSON record in one `.npz` (no pickle), written then renamed."""
+    """Arrays and a JSON record in one `.npz` (no pickle), written then renamed; none without a
+    path."""
+    if path is None:
+        return
     meta = {"fingerprint": fingerprint, "history": history, "best_accuracy": best_accuracy,
             "best_epoch": best_epoch, "step": step, "adam_steps": getattr(opt, "steps", 0),
             "generators": [g.bit_generator.state for g in generators]}

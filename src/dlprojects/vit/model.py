@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["PatchEmbedding", "Attention", "FeedForward", "Block", "ViT", "patchify", "unpatchify",
-           "attention_rollout"]
+__all__ = ["NO_DECAY", "PatchEmbedding", "Attention", "FeedForward", "Block", "ViT", "patchify",
+           "unpatchify", "attention_rollout"]
+
+NO_DECAY = ("pos_embedding", "cls_token")  # no weight decay (nor on biases and norm weights)
 
 
 def patchify(images: Tensor, patch_size: int) -> Tensor:

@@ -15,16 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dlprojects import report, tracking
-from dlprojects.errors import UserError, run_main
-
-
-def _client():
-    import mlflow
-
-    uri = tracking.tracking_uri()
-    tracking.check_reachable(uri)
-    return mlflow.MlflowClient(uri)
+from dlprojects import tracking
+from dlprojects.errors import UserError
+from dlprojects.lineage import MODEL_TAG, dvc_hashes, first_commit, git, model_digest, project_root
 
 
 def describe_run(client, run_id: str) -> str:
@@ -79,24 +72,14 @@ def describe_experiment(client, name: str) -> str:
 
 
 DIGEST = re.compile(r"[0-9a-f]{8,64}")
+
 LINEAGE_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*`([0-9a-f]{64})`\s*\|\s*`([^`]*)`\s*\|", re.M)
+
 REPORT = "reports/README.md"
 
 
-def _project_root(start: Path) -> Path:
-    """The folder holding dvc.yaml, from `start` up; else `start`."""
-    start = start.resolve()
-    return next((folder for folder in (start, *start.parents) if (folder / "dvc.yaml").exists()),
-                start)
-
-
-def _git(root: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    return result.stdout if result.returncode == 0 else ""
-
-
 def _require_git(root: Path) -> None:
-    if not _git(root, "rev-parse", "--git-dir"):
+    if not git(root, "rev-parse", "--git-dir"):
         raise UserError(f"{root} is not in a git repository, so no commit can be named; run this "
                         f"in a clone of the project")
 
@@ -106,8 +89,8 @@ def _report_row(root: Path, digest: str) -> tuple[str, str, str] | None:
     digest starts with `digest`: the working tree's file first, then each commit of its history
     that added or removed that string, newest first."""
     texts = [(root / REPORT).read_text()] if (root / REPORT).exists() else []
-    for commit in _git(root, "log", "--format=%H", "-S", digest, "--", REPORT).split():
-        texts.append(_git(root, "show", f"{commit}:{REPORT}"))
+    for commit in git(root, "log", "--format=%H", "-S", digest, "--", REPORT).split():
+        texts.append(git(root, "show", f"{commit}:{REPORT}"))
     for text in texts:
         for folder, full, dvc_hash in LINEAGE_ROW.findall(text):
             if full.startswith(digest):
@@ -115,26 +98,33 @@ def _report_row(root: Path, digest: str) -> tuple[str, str, str] | None:
     return None
 
 
-def first_commit(root: Path, dvc_hash: str) -> str:
-    """The oldest commit whose change to dvc.lock added `dvc_hash` ('' when none has)."""
-    found = _git(root, "log", "--reverse", "-S", dvc_hash, "--format=%H", "--", "dvc.lock").split()
-    return found[0] if found else ""
-
-
-def runs_with_digest(client, digest: str) -> list:
-    """The runs of every experiment tagged with model digest `digest` (a full digest, or the
-    first 8 or more hex digits of one), oldest first."""
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    if not experiments:
-        return []
-    condition = f"= '{digest}'" if len(digest) == 64 else f"LIKE '{digest}%'"
-    return client.search_runs(experiments, filter_string=f"tags.`{tracking.MODEL_TAG}` {condition}",
-                              order_by=["attributes.start_time ASC"])
+def _locate(target: str, root: Path | None) -> tuple[Path, str, str, str]:
+    """(project root, model folder, digest, DVC hash) of a model folder or a digest; the folder
+    and hash are '' where neither the folder nor reports/README.md names them."""
+    if Path(target).is_dir():
+        folder = Path(target)
+        if not any(folder.iterdir()):
+            raise UserError(f"{folder} holds no model; give a train stage's out, e.g. models/vit, "
+                            f"and run `dvc pull` or `dvc repro` first")
+        root = root or project_root(folder)
+        _require_git(root)
+        try:
+            name = folder.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            name = folder.as_posix()
+        return root, name, model_digest(folder), dvc_hashes(root).get(name, "")
+    if DIGEST.fullmatch(target.lower()):
+        root = root or project_root(Path.cwd())
+        _require_git(root)
+        row = _report_row(root, target.lower())
+        return (root, *row) if row else (root, "", target.lower(), "")
+    raise UserError(f"{target!r} is neither a model folder nor a model digest (8 to 64 hex "
+                    f"digits); give e.g. models/vit, or a digest from reports/README.md")
 
 
 def describe_model(client, target: str | Path, root: Path | None = None) -> str:
     """The runs, registered versions and first commit of a model, given as its folder (e.g.
-    models/vit) or as its digest (`tracking.model_digest`: 64 hex digits, or the first 8 or more).
+    models/vit) or as its digest (`lineage.model_digest`: 64 hex digits, or the first 8 or more).
 
     The runs are those in the store `client` reads (MLFLOW_TRACKING_URI, else mlflow.db) tagged
     `model.digest`. The commit is the oldest one whose dvc.lock recorded the model's DVC hash
@@ -142,33 +132,10 @@ def describe_model(client, target: str | Path, root: Path | None = None) -> str:
     tree's dvc.lock records for it; a digest is mapped to its folder and DVC hash through the
     lineage table of reports/README.md, in the working tree or else in the file's git history."""
     target = str(target)
-    if Path(target).is_dir():
-        folder = Path(target)
-        if not any(folder.iterdir()):
-            raise UserError(f"{folder} holds no model; give a train stage's out, e.g. models/vit, "
-                            f"and run `dvc pull` or `dvc repro` first")
-        root = root or _project_root(folder)
-        _require_git(root)
-        digest = tracking.model_digest(folder)
-        try:
-            name = folder.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            name = folder.as_posix()
-        dvc_hash = report.dvc_hashes(root).get(name, "")
-    elif DIGEST.fullmatch(target.lower()):
-        root = root or _project_root(Path.cwd())
-        _require_git(root)
-        digest = target.lower()
-        name, dvc_hash = "", ""
-        row = _report_row(root, digest)
-        if row:
-            name, digest, dvc_hash = row
-    else:
-        raise UserError(f"{target!r} is neither a model folder nor a model digest (8 to 64 hex "
-                        f"digits); give e.g. models/vit, or a digest from reports/README.md")
-    runs = runs_with_digest(client, digest)
+    root, name, digest, dvc_hash = _locate(target, root)
+    runs = tracking.runs_with_digest(client, digest)
     if runs and len(digest) < 64:
-        digest = runs[0].data.tags[tracking.MODEL_TAG]
+        digest = runs[0].data.tags[MODEL_TAG]
     commit = first_commit(root, dvc_hash) if dvc_hash else ""
     if commit:
         committed = f"{commit} (its dvc.lock first recorded this model)"
@@ -182,7 +149,7 @@ def describe_model(client, target: str | Path, root: Path | None = None) -> str:
         raise UserError(f"no MLflow run in {tracking.tracking_uri()} {what}; git commit: "
                         f"{committed}; `dvc repro` evaluates it into this store (or set "
                         f"MLFLOW_TRACKING_URI to the store it was trained against)")
-    versions = (client.search_model_versions(f"tags.`{tracking.MODEL_TAG}` = '{digest}'")
+    versions = (client.search_model_versions(f"tags.`{MODEL_TAG}` = '{digest}'")
                 if len(digest) == 64 else [])
     lines = [f"model digest  {digest}",
              f"model folder  {name or 'unknown: not in reports/README.md'}"
@@ -213,7 +180,7 @@ def main() -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        client = _client()
+        client = tracking.connect()
         if args.command == "run":
             print(describe_run(client, args.run_id))
         elif args.command == "exp":
@@ -223,7 +190,3 @@ def main() -> None:
     except MlflowException as error:  # e.g. a store that is not an MLflow store
         raise UserError(f"MLflow store {tracking.tracking_uri()}: "
                         f"{str(error).strip().splitlines()[0][:200]}") from None
-
-
-if __name__ == "__main__":
-    run_main(main)

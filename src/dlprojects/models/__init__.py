@@ -1,1 +1,0 @@
-"""torch models of the pipeline."""

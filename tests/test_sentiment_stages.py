@@ -11,12 +11,13 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, committed
+from test_pipeline import merge
 from test_sentiment import write_tiny_bert, write_tiny_imdb
 
 pytestmark = pytest.mark.slow
 
-PARAMS = {
+SMALL = {  # over the committed params: the tiny BERT, few reviews, a small head
     "embed_imdb": {"train_samples": 40, "test_samples": 24, "seed": 0, "max_length": 64,
                    "truncation": "head_tail", "head_tokens": 16, "bert_layers": [-2, -1],
                    "batch_size": 8, "device": "cpu", "amp": True, "threads": 1},
@@ -24,6 +25,7 @@ PARAMS = {
                         "loop": {"epochs": 3, "batch_size": 8, "device": "cpu", "threads": 1}},
     "evaluate_sentiment": {"examples": 6, "device": "cpu", "threads": 1, "log_model": True},
 }
+PARAMS = {section: merge(committed(section), values) for section, values in SMALL.items()}
 
 
 def stage(script: str, *args: str) -> None:

@@ -14,6 +14,7 @@ split); the data splits and the embedded review subset stay those of params.yaml
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -93,7 +94,7 @@ def collect() -> dict[int, dict[str, float | None]]:
     older commit, does not count)."""
     shown = json.loads(_dvc("exp", "show", "--json", "--no-fetch", "--all-commits"))
     workspace = next(baseline for baseline in shown if baseline.get("rev") == "workspace")
-    recipe = _without_seeds(_params_of(workspace))
+    _, recipe = _split_seeds(_params_of(workspace))
     by_seed: dict[int, dict[str, float | None]] = {0: _row_values(workspace)}
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
@@ -103,9 +104,8 @@ def collect() -> dict[int, dict[str, float | None]]:
                 continue  # a queued or running experiment shows its baseline's metrics
             seed = int(name.removeprefix(EXPERIMENT_PREFIX))
             for rev in experiment.get("revs") or []:
-                params = _params_of(rev)
-                if (not rev.get("error") and _seeds_of(params) == {seed}
-                        and _without_seeds(params) == recipe):
+                values, rest = _split_seeds(_params_of(rev))
+                if not rev.get("error") and values == {seed} and rest == recipe:
                     by_seed[seed] = _row_values(rev)
     return by_seed
 
@@ -114,28 +114,16 @@ def _params_of(rev: dict[str, Any]) -> dict[str, Any]:
     return ((rev.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
 
 
-def _seeds_of(params: dict[str, Any]) -> set[Any]:
-    """The values of the seed params."""
-    values = set()
-    for dotted in SEED_PARAMS:
-        value: Any = params
-        for key in dotted.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        values.add(value)
-    return values
-
-
-def _without_seeds(params: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `params` with the seed params left out."""
-    copy = json.loads(json.dumps(params))
+def _split_seeds(params: dict[str, Any]) -> tuple[set[Any], dict[str, Any]]:
+    """(the values of the seed params, a copy of `params` without them)."""
+    rest, values = copy.deepcopy(params), set()
     for dotted in SEED_PARAMS:
         *parents, key = dotted.split(".")
-        target: Any = copy
+        target: Any = rest
         for part in parents:
             target = target.get(part) if isinstance(target, dict) else None
-        if isinstance(target, dict):
-            target.pop(key, None)
-    return copy
+        values.add(target.pop(key, None) if isinstance(target, dict) else None)
+    return values, rest
 
 
 def _row_values(rev: dict[str, Any]) -> dict[str, float | None]:

@@ -15,10 +15,15 @@ export PYTHONUNBUFFERED=1
 
 setup: $(STAMP)
 
+# uv installs the locked packages in seconds where pip takes minutes (torch with its CUDA libraries)
+UV_VERSION := 0.13.9
+UV_PIP := $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python
+
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV_PIP) -r requirements.lock
+	$(UV_PIP) --no-deps -e .
 	touch $@
 
 repro: setup

@@ -33,7 +33,9 @@ def main() -> None:
     run = runtime.start(loop)
     embedding = read_meta(args.embeddings)
     store = load_split(args.embeddings, "train")
-    train_index, val_index = split_validation(store.labels, params.val_fraction, loop.seed)
+    # A data choice, like the review subset it is carved from: the same for every training seed
+    data_seed = load_section("embed_imdb").seed
+    train_index, val_index = split_validation(store.labels, params.val_fraction, data_seed)
     train = ReviewBatches(store, train_index, loop.batch_size, device=run.device, shuffle=True)
     val = ReviewBatches(store, val_index, loop.batch_size, device=run.device)
 
@@ -45,13 +47,14 @@ def main() -> None:
                                   weight_decay=params.weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=loop.epochs * train.steps)
                  if params.lr_schedule == "cosine" else None)
-    resolved = {"train_sentiment": dataclasses.asdict(params), "embedding": embedding}
+    resolved = {"train_sentiment": dataclasses.asdict(params), "embedding": embedding,
+                "validation_seed": data_seed}
 
     checkpoint = Checkpoint.of("sentiment", resolved)
     with tracking.start_run("sentiment", params, inputs=[args.embeddings.as_posix()],
                             device=str(run.device), checkpoint=checkpoint) as mlflow_run:
         tracking.log_params({f"embed_imdb.{key}": value for key, value in embedding.items()
-                             if key != "splits"})
+                             if key != "splits"} | {"embed_imdb.seed": data_seed})
         tracking.log_summary({"parameters": sum(p.numel() for p in model.parameters()),
                               "train_reviews": len(train_index), "val_reviews": len(val_index)})
         result = fit(model, run, optimizer=optimizer, scheduler=scheduler,

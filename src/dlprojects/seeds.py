@@ -7,8 +7,8 @@ DVC experiment, and a table of the spread of test accuracy.
 The report stage puts reports/seeds.md into reports/index.html and reports/README.md.
 
 Seed 0 is the default run (the workspace's committed results). A seed sets initialisation,
-dropout, batch order and augmentation of every training stage (and sentiment's validation
-split); the data splits and the embedded review subset stay those of params.yaml.
+dropout, batch order and augmentation of every training stage; the data splits (sentiment's
+validation split included) and the embedded review subset stay those of params.yaml.
 """
 
 from __future__ import annotations

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dlprojects import plots, tracking
+from dlprojects import plots, serving, tracking
 from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
 from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.fashion.model import DenseClassifier
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.registry import log_torch_model
 from dlprojects.runtime import select_device
 from dlprojects.training import TensorBatches, predict
 from dlprojects.weights import load_weights
@@ -56,8 +55,10 @@ def main() -> None:
             tracking.log_summary({k: v for k, v in metrics[variant].items() if k != "per_class_accuracy"}
                                  | best_of_history(histories[variant]))
             tracking.log_artifacts(figures, artifact_path="figures")
-            log_torch_model(model, "fashion" if variant == params.model_variant
-                            else f"fashion-{variant}", args.models / variant)
+            serving.publish_image_classifier(
+                "fashion" if variant == params.model_variant else f"fashion-{variant}",
+                args.models / variant, splits, args.data,
+                {k: metrics[variant][k] for k in ("test_accuracy", "test_loss")})
     curves = plots.loss_curves(histories, args.reports / "loss_curves.png", splits=("train", "test"),
                                title="FashionMNIST")
     if "baseline" in metrics:

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlprojects import plots, tracking
+from dlprojects import plots, serving, tracking
 from dlprojects.config import load_section
 from dlprojects.data.images import normalised_tensor
 from dlprojects.errors import run_main
 from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.registry import log_torch_model
 from dlprojects.runtime import select_device, set_threads
 from dlprojects.training import TensorBatches, predict
 from dlprojects.vit.data import load_splits
@@ -75,8 +74,9 @@ def main() -> None:
                               if isinstance(v, (int, float)) and k != "epochs"}
                              | best_of_history(history))
         tracking.log_artifacts([*figures, args.reports / "metrics.json"], artifact_path="figures")
-        log_torch_model(model, "vit", args.model_dir)  # models:/vit/latest
-    print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}")
+        uri = serving.publish_image_classifier("vit", args.model_dir, splits, args.data,
+                                               {k: metrics[k] for k in ("test_accuracy", "test_loss")})
+    print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}, {uri}")
 
 
 def _one_per_class(labels: np.ndarray, count: int) -> np.ndarray:

@@ -2,25 +2,30 @@
 its MLflow run: metrics, ROC and precision-recall curves, confusion matrix, example reviews; and
 the test predictions."""
 
-import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
-
 import argparse
 from pathlib import Path
 
 import numpy as np
 
-from dlprojects import datasets, plots, registry, serving, tracking
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+from dlprojects import datasets, plots, registry, tracking
 from dlprojects.config import load_section
 from dlprojects.errors import run_main
 from dlprojects.evaluation import confusion_matrix, write_json, write_predictions
 from dlprojects.history import best_epoch, best_of_history, read_history
 from dlprojects.runtime import select_device, set_threads
 from dlprojects.sentiment.batches import ReviewBatches
-from dlprojects.sentiment.evaluation import (binary_metrics, curves, example_reviews, write_columns,
-                                             write_examples)
+from dlprojects.sentiment.evaluation import (
+    binary_metrics,
+    curves,
+    example_reviews,
+    write_columns,
+    write_examples,
+)
 from dlprojects.sentiment.model import load_rnn
 from dlprojects.sentiment.reviews import read_reviews, split_validation
 from dlprojects.sentiment.store import load_split
+from dlprojects.serving.reviews import log_review_classifier
 from dlprojects.training import predict
 
 
@@ -77,13 +82,19 @@ def main() -> None:
         tracking.log_artifacts(outputs, artifact_path="evaluation")
         datasets.log_splits(args.embeddings.as_posix(), "imdb", _split_rows(args.embeddings, saved))
         if params.log_model:
-            test_texts = [texts[row] for row in store.rows[:2]]
-            uri = registry.publish(
-                "sentiment", args.model_dir,
-                lambda: serving.log_review_classifier(args.model_dir, args.bert, test_texts),
-                metrics={k: v for k, v in metrics.items() if k.startswith("test_")},
-                inputs=[args.embeddings.as_posix(), args.bert.as_posix()])
-            print(f"evaluate_sentiment: {uri}", flush=True)
+            _publish(args, metrics, example=[texts[row] for row in store.rows[:2]])
+    print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
+          f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
+
+
+def _publish(args: argparse.Namespace, metrics: dict, example: list[str]) -> None:
+    """Log the RNN with its BERT as a review-text model, register it once and promote it."""
+    uri = registry.publish(
+        "sentiment", args.model_dir,
+        lambda: log_review_classifier(args.model_dir, args.bert, example),
+        metrics={k: v for k, v in metrics.items() if k.startswith("test_")},
+        inputs=[args.embeddings.as_posix(), args.bert.as_posix()])
+    print(f"evaluate_sentiment: {uri}", flush=True)
 
 
 def _split_rows(embeddings: Path, saved: dict) -> dict[str, int]:
@@ -93,8 +104,6 @@ def _split_rows(embeddings: Path, saved: dict) -> dict[str, int]:
     fit, validation = split_validation(train.labels, saved["train"]["val_fraction"], seed=0)
     return {"train": len(fit), "validation": len(validation),
             "test": len(load_split(embeddings, "test"))}
-    print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
-          f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
 
 
 if __name__ == "__main__":

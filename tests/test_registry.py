@@ -9,8 +9,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from dlprojects import lineage, registry, serving
+from dlprojects import lineage, registry
 from dlprojects.backprop import network
+from dlprojects.serving.images import log_image_classifier
 
 PARAMS = {  # what a model folder's params.json records (the network's section, in short)
     "mlp": {"seed": 0, "kind": "mlp",
@@ -53,7 +54,7 @@ def publish(folder, accuracy: float) -> str:
     example = np.zeros((2, 28, 28), dtype=np.uint8)
     with mlflow.start_run():
         return registry.publish("backprop-mlp", folder,
-                                lambda: serving.log_image_classifier(folder, example),
+                                lambda: log_image_classifier(folder, example),
                                 metrics={"test_accuracy": accuracy, "test_loss": 0.25},
                                 inputs=["data/raw/mnist"])
 
@@ -100,7 +101,7 @@ def test_a_version_registered_without_metrics_gets_them_when_its_stage_runs_agai
     folder = project / "models/mlp"
     write_model("mlp", folder)
     with mlflow.start_run():
-        registry.register_once("backprop-mlp", folder, lambda: serving.log_image_classifier(
+        registry.register_once("backprop-mlp", folder, lambda: log_image_classifier(
             folder, np.zeros((1, 28, 28), dtype=np.uint8)))
     assert publish(folder, 0.97) == "models:/backprop-mlp@champion"
     (version,) = versions_of("backprop-mlp")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -22,10 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from mlflow.exceptions import MlflowException
-
 from conftest import ROOT, committed, tool_env
-from dlprojects import numpy_nn, serving
+from mlflow.exceptions import MlflowException
+from test_registry import write_model
+from test_sentiment import write_tiny_bert
+
+from dlprojects import numpy_nn
 from dlprojects.config import TrainFashionParams, TrainVitParams
 from dlprojects.data.images import CLASS_NAMES, normalised_tensor
 from dlprojects.fashion.model import DenseClassifier
@@ -33,10 +34,10 @@ from dlprojects.parsing import parse
 from dlprojects.sentiment.bert import bert_identity, read_bert_config
 from dlprojects.sentiment.model import SentimentRNN, save_rnn
 from dlprojects.sentiment.predict import SentimentPredictor
+from dlprojects.serving import images as image_models
+from dlprojects.serving import reviews as review_models
 from dlprojects.vit.model import ViT
 from dlprojects.weights import save_model
-from test_registry import write_model
-from test_sentiment import write_tiny_bert
 
 CPU = torch.device("cpu")
 REVIEWS = ["A moving, beautifully shot film.", "Two hours I will never get back.",
@@ -84,10 +85,10 @@ def store(tmp_path_factory, folders):
     try:
         with mlflow.start_run():
             for family in ("mlp", "cnn", "fashion", "vit"):
-                logged[family] = serving.log_image_classifier(folders[family], images(2)).model_uri
+                logged[family] = image_models.log_image_classifier(folders[family], images(2)).model_uri
             bert = root / "bert-copy"  # removed after logging: the model must carry its own
             shutil.copytree(folders["bert"], bert)
-            logged["sentiment"] = serving.log_review_classifier(folders["sentiment"], bert,
+            logged["sentiment"] = review_models.log_review_classifier(folders["sentiment"], bert,
                                                                 REVIEWS[:2]).model_uri
             shutil.rmtree(bert)
         yield {"tracking_uri": uri, **logged}
@@ -145,7 +146,7 @@ def test_an_image_model_takes_uint8_images_and_names_its_classes(family, folders
     (images(0), "Failed to enforce schema|the batch is empty"),
     (images(2, shape=(28, 20)), "Shape of input"),
     (images(2).astype(np.float64) / 255, "dtype of input float64 does not match"),
-    (images(serving.MAX_IMAGES + 1), f"send at most {serving.MAX_IMAGES}"),
+    (images(image_models.MAX_IMAGES + 1), f"send at most {image_models.MAX_IMAGES}"),
 ])
 def test_a_bad_image_batch_is_refused_with_one_clear_message(batch, message, store):
     model = mlflow.pyfunc.load_model(store["fashion"])
@@ -170,7 +171,7 @@ def test_the_review_model_carries_its_bert_and_scores_text_as_predict_does(folde
     (["A fine film.", "  <br />"], "review 2 of 2 is empty"),
     ([3, 4], "Can not safely convert int64"),
     (["A fine film.", "42"], "review 2 has no words"),
-    (["fine"] * (serving.MAX_REVIEWS + 1), f"send at most {serving.MAX_REVIEWS}"),
+    (["fine"] * (review_models.MAX_REVIEWS + 1), f"send at most {review_models.MAX_REVIEWS}"),
 ])
 def test_a_bad_review_batch_is_refused_with_one_clear_message(reviews, message, store):
     model = mlflow.pyfunc.load_model(store["sentiment"])
@@ -266,7 +267,7 @@ def test_a_served_image_model_answers_as_it_does_in_process_and_refuses_bad_requ
                     {"inputs": "a shoe"},                            # a string, not pixels
                     {"inputs": np.full((1, 28, 28), 300).tolist()},  # not a uint8
                     {"inputs": []},                                  # empty batch
-                    {"inputs": images(serving.MAX_IMAGES + 1).tolist()},  # oversized
+                    {"inputs": images(image_models.MAX_IMAGES + 1).tolist()},  # oversized
                     b"not json"):
             status, answer = post(server.url, bad)
             assert 400 <= status < 500 and answer.get("message"), (bad if isinstance(bad, bytes)
@@ -285,7 +286,7 @@ def test_a_served_review_model_scores_text_and_refuses_a_number(store):
         records = {"dataframe_records": [{"review": text} for text in REVIEWS]}
         assert post(server.url, records)[1] == answer
         for bad in ({"inputs": [42]}, {"inputs": [""]}, {"inputs": []},
-                    {"inputs": ["fine"] * (serving.MAX_REVIEWS + 1)}):
+                    {"inputs": ["fine"] * (review_models.MAX_REVIEWS + 1)}):
             status, answer = post(server.url, bad)
             assert 400 <= status < 500 and answer.get("message"), (str(bad)[:80], status)
         assert post(server.url, {"inputs": REVIEWS[:1]})[0] == 200
@@ -346,7 +347,7 @@ def test_predict_scores_review_files_like_the_served_model(folders, store, tmp_p
 @pytest.mark.parametrize("family, data, message", [
     ("fashion", b"\x89PNG\r\n\x1a\n broken", "-: not an image this command reads"),
     ("fashion", b"", "-: not an image this command reads"),
-    ("fashion", "a review".encode(), "-: not an image this command reads"),
+    ("fashion", b"a review", "-: not an image this command reads"),
     ("sentiment", b"\xff\xfe\x00bad", "-: not UTF-8 text"),
     ("sentiment", b"   ", "review 1 of 1 is empty"),
 ])

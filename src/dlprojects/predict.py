@@ -64,14 +64,15 @@ def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tupl
     if not folder.is_dir():
         raise UserError(f"{model}: no such model folder; give one under models/ or a registry URI "
                         f"such as models:/vit@champion")
-    from dlprojects import serving
+    from dlprojects.serving.images import ImageClassifier
+    from dlprojects.serving.reviews import ReviewClassifier
     from dlprojects.weights import load_params
 
     if (folder / "model.safetensors").is_file() and "embedding" in load_params(
             folder / "model.safetensors"):
-        reviews = serving.ReviewClassifier().load(folder, bert)
+        reviews = ReviewClassifier().load(folder, bert)
         return (lambda texts: reviews.predict(None, pd.DataFrame({"review": texts}))), None
-    images = serving.ImageClassifier().load(folder)
+    images = ImageClassifier().load(folder)
     return (lambda batch: images.predict(None, batch)), images.network.shape
 
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlprojects.lineage import MODEL_TAG, data_hashes, git_state, model_digest, project_root
+from dlprojects.lineage import (
+    MODEL_TAG,
+    data_hashes,
+    git_state,
+    model_digest,
+    project_root,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE = "test_accuracy"  # what promotion compares

@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from dlprojects.serving import ImageClassifier
+from dlprojects.serving.images import ImageClassifier
 
 set_model(ImageClassifier())

@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from dlprojects.serving import ReviewClassifier
+from dlprojects.serving.reviews import ReviewClassifier
 
 set_model(ReviewClassifier())

@@ -298,7 +298,7 @@ def test_a_fresh_clone_evaluates_and_registers_every_model_though_training_repea
     assert short in (clone / "reports/README.md").read_text()
     found = run([sys.executable, "-m", "dlprojects.lineage", "model", short], clone).stdout
     assert f"git commit    {commit.strip()} " in found and "written by 1 run(s)" in found
-    assert "registered    models:/vit/1" in found
+    assert "registered    models:/vit/1  models:/vit@champion" in found
 
 
 @pytest.fixture(scope="module")

@@ -106,3 +106,27 @@ def test_a_version_registered_without_metrics_gets_them_when_its_stage_runs_agai
     assert publish(folder, 0.97) == "models:/backprop-mlp@champion"
     (version,) = versions_of("backprop-mlp")
     assert version.tags["test_accuracy"] == "0.97"
+
+
+def test_a_run_lists_its_dvc_data_splits_as_inputs_once_however_often_logged(project):
+    """The UI's Datasets column: name, DVC path as source, DVC hash as digest, rows as profile;
+    and the experiment opens on its training runs."""
+    import json
+
+    from dlprojects import datasets
+
+    with mlflow.start_run() as run:
+        datasets.log_splits("data/raw/mnist", "mnist", {"train": 50, "validation": 5, "test": 9})
+    with mlflow.start_run(run_id=run.info.run_id):  # the evaluate stage again (dvc repro -f)
+        datasets.log_splits("data/raw/mnist", "mnist", {"train": 50, "validation": 5, "test": 9})
+    inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    found = {entry.dataset.name: entry for entry in inputs}
+    assert len(inputs) == 3 and set(found) == {"mnist-train", "mnist-validation", "mnist-test"}
+    for name, rows, context in (("mnist-train", 50, "training"), ("mnist-test", 9, "test")):
+        dataset = found[name].dataset
+        assert dataset.digest == DATA_HASH and dataset.source_type == "dvc"
+        assert json.loads(dataset.source) == {"path": "data/raw/mnist", "md5": DATA_HASH}
+        assert json.loads(dataset.profile) == {"num_rows": rows}
+        assert [tag.value for tag in found[name].tags] == [context]
+    experiment = mlflow.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

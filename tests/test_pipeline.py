@@ -449,6 +449,7 @@ def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):
 
 # ------------------------------------------------------------------- in a real browser (Chromium)
 
+UI_WORKFLOW = "workflowType=machine_learning"  # what `make ui` links to
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots: kept for people to look at, not committed
 
 
@@ -535,9 +536,12 @@ def test_the_mlflow_ui_shows_each_runs_datasets_and_the_champion(project, mlflow
     assert {entry.dataset.digest for entry in inputs.values()} == {data_hash}
     assert json.loads(inputs["fashion_mnist-test"].dataset.profile) == {"num_rows": 500}
 
-    runs_page = f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs"
+    # MLflow 3.17's sidebar switch (GenAI / Model training) picks the page an experiment opens on;
+    # `make ui` prints the link that selects model training
+    runs_page = f"{mlflow_ui}/#/experiments/{experiment.experiment_id}?{UI_WORKFLOW}"
     page = chromium("--dump-dom", runs_page).stdout
     assert "fashion_mnist-train" in page and found.info.run_name in page
+    assert "Overview" not in page  # the GenAI overview, where it opens without the link
     chromium(f"--screenshot={ARTIFACTS / 'mlflow-runs-datasets.png'}", runs_page)
     model_page = f"{mlflow_ui}/#/models/fashion"
     page = chromium("--dump-dom", model_page).stdout

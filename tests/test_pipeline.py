@@ -164,7 +164,8 @@ def champion_inputs(project: Path, count: int = 8) -> dict:
             "backprop-cnn": (digits, written("backprop/cnn/predictions.csv"), 1e-6),
             "fashion": (clothes, written("fashion/predictions_improved.csv"), 1e-6),
             "fashion-baseline": (clothes, written("fashion/predictions_baseline.csv"), 1e-6),
-            "vit": (test_images("fashion_mnist", "train_vit"), written("vit/predictions.csv"), 1e-6),
+            "vit": (test_images("fashion_mnist", "train_vit"), written("vit/predictions.csv"),
+                    1e-6),
             # from the text, through the frozen BERT, against the stored fp16 states
             "sentiment": (reviews, written("sentiment/predictions.csv"), 1e-5)}
 

@@ -85,7 +85,8 @@ def store(tmp_path_factory, folders):
     try:
         with mlflow.start_run():
             for family in ("mlp", "cnn", "fashion", "vit"):
-                logged[family] = image_models.log_image_classifier(folders[family], images(2)).model_uri
+                info = image_models.log_image_classifier(folders[family], images(2))
+                logged[family] = info.model_uri
             bert = root / "bert-copy"  # removed after logging: the model must carry its own
             shutil.copytree(folders["bert"], bert)
             logged["sentiment"] = review_models.log_review_classifier(folders["sentiment"], bert,
@@ -323,8 +324,8 @@ def test_predict_reads_image_files_of_any_size_from_a_folder_or_the_registry(fol
     expected = direct_probabilities("fashion", folders["fashion"], np.stack(expected_pixels))
     for model, tracking_uri in ((str(folders["fashion"]), ""),
                                 (store["fashion"], store["tracking_uri"])):
-        result = predict(model, str(tmp_path / "big.png"), "-", stdin=(tmp_path / "colour.png").read_bytes(),
-                         tracking_uri=tracking_uri)
+        result = predict(model, str(tmp_path / "big.png"), "-", tracking_uri=tracking_uri,
+                         stdin=(tmp_path / "colour.png").read_bytes())
         assert result.returncode == 0, result.stderr.decode()
         header, *rows = [line.split(",") for line in result.stdout.decode().splitlines()]
         assert header == ["file", "label", *CLASS_NAMES["fashion_mnist"]]

@@ -45,15 +45,17 @@ def image_pixels(name: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
             return np.asarray(image.resize((shape[1], shape[0]), Image.Resampling.LANCZOS),
                               dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0][:100] if str(error) else "unreadable"
         raise UserError(f"{name}: not an image this command reads (PNG, JPEG, GIF, BMP, ...): "
-                        f"{str(error).splitlines()[0][:100] if str(error) else 'unreadable'}") from None
+                        f"{reason}") from None
 
 
 def review_text(name: str, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise UserError(f"{name}: not UTF-8 text (byte {error.start}); save the review as UTF-8") from None
+        raise UserError(f"{name}: not UTF-8 text (byte {error.start}); save the review as "
+                        f"UTF-8") from None
 
 
 def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tuple[int, ...] | None]:

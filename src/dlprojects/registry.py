@@ -63,7 +63,8 @@ def register_once(registered_name: str, model_dir: Path, log: Callable[[], Any],
               file=sys.stderr)
         return existing
     info = log()
-    tags = {MODEL_TAG: digest, "git.commit": git_state(project_root())["git.commit"], **(tags or {})}
+    commit = git_state(project_root())["git.commit"]
+    tags = {MODEL_TAG: digest, "git.commit": commit, **(tags or {})}
     return mlflow.register_model(info.model_uri, registered_name, tags=tags)
 
 

@@ -94,19 +94,21 @@ def _torch_network(model, folder: Path, dataset: str) -> ImageNetwork:
             .softmax(dim=-1).double().numpy() for start in range(0, len(images), 500)])
 
     classes = CIFAR10_CLASS_NAMES if dataset == "cifar10" else CLASS_NAMES[dataset]
-    return ImageNetwork(probabilities, list(classes), (32, 32, 3) if dataset == "cifar10" else (28, 28))
+    shape = (32, 32, 3) if dataset == "cifar10" else (28, 28)
+    return ImageNetwork(probabilities, list(classes), shape)
 
 
 def image_batch(model_input: Any, shape: tuple[int, ...]) -> np.ndarray:
     """The uint8 images of a request, or a 400 that says what was wrong with them."""
-    images = model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else np.asarray(model_input)
+    images = (model_input.to_numpy() if isinstance(model_input, pd.DataFrame)
+              else np.asarray(model_input))
     side = "x".join(str(size) for size in shape)
     if images.dtype != np.uint8:
         raise bad_request(f"images must be uint8 pixel values 0-255, as the data sets store them; "
                           f"got {images.dtype}")
     if images.shape[1:] != shape:
-        raise bad_request(f"expected a batch of {side} images, shape (N, {', '.join(map(str, shape))}); "
-                          f"got shape {images.shape}")
+        raise bad_request(f"expected a batch of {side} images, shape (N, "
+                          f"{', '.join(map(str, shape))}); got shape {images.shape}")
     if len(images) == 0:
         raise bad_request("the batch is empty: send at least one image")
     if len(images) > MAX_IMAGES:
@@ -135,10 +137,11 @@ def log_image_classifier(model_dir: Path, example: np.ndarray):
     import dlprojects
 
     network = load_image_network(model_dir)
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *network.shape))]),
-                               outputs=output_schema(network.classes))
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *network.shape))])
+    signature = ModelSignature(inputs=inputs, outputs=output_schema(network.classes))
     return mlflow.pyfunc.log_model(
-        name="model", python_model=str(HERE / "image_model.py"), artifacts={"model": str(model_dir)},
+        name="model", python_model=str(HERE / "image_model.py"),
+        artifacts={"model": str(model_dir)},
         signature=signature, input_example=np.asarray(example, dtype=np.uint8),
         code_paths=[str(Path(dlprojects.__file__).parent)],
         pip_requirements=requirements(*MODEL_PACKAGES))

@@ -1,4 +1,5 @@
-"""The logged sentiment model's code (MLflow "models from code": nothing is unpickled to load it)."""
+"""The logged sentiment model's code (MLflow "models from code": nothing is unpickled to load
+it)."""
 
 from mlflow.models import set_model
 

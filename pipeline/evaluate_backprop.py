@@ -1,26 +1,22 @@
 """Stage evaluate_backprop@<mlp|cnn>: test accuracy, confusion matrix, misclassified digits, the
 test predictions."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 from dlprojects import numpy_nn, plots, tracking
 from dlprojects.backprop import network
 from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
-from dlprojects.evaluation import (
-    confusion_matrix,
-    per_class_accuracy,
-    write_json,
-    write_predictions,
-)
+from dlprojects.evaluation import (confusion_matrix, per_class_accuracy, write_json,
+                                   write_predictions)
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.serving.images import publish_image_classifier
 
 
 def main() -> None:
@@ -58,9 +54,10 @@ def main() -> None:
     with tracking.resume_run("backprop", args.model_dir):
         tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
         tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
-        uri = publish_image_classifier(f"backprop-{args.kind}", args.model_dir, splits,
-                                               args.data, {"test_accuracy": accuracy,
-                                                           "test_loss": loss})
+        # imported late: MLflow prints a type-hint warning as the module loads
+        from dlprojects.serving.images import publish_image_classifier
+        uri = publish_image_classifier(f"backprop-{args.kind}", args.model_dir, splits, args.data,
+                                       {"test_accuracy": accuracy, "test_loss": loss})
     print(f"backprop {args.kind}: test accuracy {accuracy:.4f}, {uri}")
 
 

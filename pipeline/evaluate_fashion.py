@@ -1,12 +1,13 @@
 """Stage evaluate_fashion: test figures of every variant, the gain over the baseline, plots, and
 each variant's test predictions."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 
 import numpy as np
 
-import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 from dlprojects import plots, tracking
 from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
@@ -15,7 +16,6 @@ from dlprojects.evaluation import classifier_metrics, write_json, write_predicti
 from dlprojects.fashion.model import DenseClassifier
 from dlprojects.history import best_epoch, best_of_history, read_history
 from dlprojects.runtime import select_device
-from dlprojects.serving.images import publish_image_classifier
 from dlprojects.training import TensorBatches, predict
 from dlprojects.weights import load_weights
 
@@ -55,6 +55,8 @@ def main() -> None:
             tracking.log_summary({k: v for k, v in metrics[variant].items() if k != "per_class_accuracy"}
                                  | best_of_history(histories[variant]))
             tracking.log_artifacts(figures, artifact_path="figures")
+            # imported late: MLflow prints a type-hint warning as the module loads
+            from dlprojects.serving.images import publish_image_classifier
             publish_image_classifier(
                 "fashion" if variant == params.model_variant else f"fashion-{variant}",
                 args.models / variant, splits, args.data,

@@ -2,12 +2,13 @@
 its MLflow run: metrics, ROC and precision-recall curves, confusion matrix, example reviews; and
 the test predictions."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 
 import numpy as np
 
-import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 from dlprojects import datasets, plots, registry, tracking
 from dlprojects.config import load_section
 from dlprojects.errors import run_main
@@ -15,17 +16,11 @@ from dlprojects.evaluation import confusion_matrix, write_json, write_prediction
 from dlprojects.history import best_epoch, best_of_history, read_history
 from dlprojects.runtime import select_device, set_threads
 from dlprojects.sentiment.batches import ReviewBatches
-from dlprojects.sentiment.evaluation import (
-    binary_metrics,
-    curves,
-    example_reviews,
-    write_columns,
-    write_examples,
-)
+from dlprojects.sentiment.evaluation import (binary_metrics, curves, example_reviews, write_columns,
+                                             write_examples)
 from dlprojects.sentiment.model import load_rnn
 from dlprojects.sentiment.reviews import read_reviews, split_validation
 from dlprojects.sentiment.store import load_split
-from dlprojects.serving.reviews import log_review_classifier
 from dlprojects.training import predict
 
 
@@ -89,6 +84,8 @@ def main() -> None:
 
 def _publish(args: argparse.Namespace, metrics: dict, example: list[str]) -> None:
     """Log the RNN with its BERT as a review-text model, register it once and promote it."""
+    # imported late: MLflow prints a type-hint warning as the module loads
+    from dlprojects.serving.reviews import log_review_classifier
     uri = registry.publish(
         "sentiment", args.model_dir,
         lambda: log_review_classifier(args.model_dir, args.bert, example),

@@ -1,13 +1,14 @@
 """Stage evaluate_vit: test figures of the trained ViT, its curves, confusion matrix, attention
 rollout maps, one image cut into patches, and the test predictions."""
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
+
 import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and torch load
 from dlprojects import plots, tracking
 from dlprojects.config import load_section
 from dlprojects.data.images import normalised_tensor
@@ -15,7 +16,6 @@ from dlprojects.errors import run_main
 from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.history import best_epoch, best_of_history, read_history
 from dlprojects.runtime import select_device, set_threads
-from dlprojects.serving.images import publish_image_classifier
 from dlprojects.training import TensorBatches, predict
 from dlprojects.vit.data import load_splits
 from dlprojects.vit.model import ViT, attention_rollout
@@ -74,8 +74,10 @@ def main() -> None:
                               if isinstance(v, (int, float)) and k != "epochs"}
                              | best_of_history(history))
         tracking.log_artifacts([*figures, args.reports / "metrics.json"], artifact_path="figures")
-        uri = publish_image_classifier("vit", args.model_dir, splits, args.data,
-                                               {k: metrics[k] for k in ("test_accuracy", "test_loss")})
+        # imported late: MLflow prints a type-hint warning as the module loads
+        from dlprojects.serving.images import publish_image_classifier
+        test_metrics = {k: metrics[k] for k in ("test_accuracy", "test_loss")}
+        uri = publish_image_classifier("vit", args.model_dir, splits, args.data, test_metrics)
     print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}, {uri}")
 
 

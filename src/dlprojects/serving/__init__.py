@@ -11,7 +11,6 @@ review) is an `MlflowException` with INVALID_PARAMETER_VALUE: the server answers
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -20,9 +19,6 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
-
-# The classes below take and give data frames and arrays as their signatures say (no type hints)
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 HERE = Path(__file__).parent  # the models' code files: image_model.py, review_model.py
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -364,3 +365,28 @@ def test_predict_names_a_missing_model_in_one_line(store, tmp_path):
         result = predict(model, "-", stdin=b"x", tracking_uri=store["tracking_uri"])
         assert result.returncode == 2 and "Traceback" not in result.stderr.decode()
         assert len(result.stderr.decode().strip().splitlines()) == 1, result.stderr.decode()
+
+
+
+@pytest.mark.slow
+def test_the_review_model_loads_where_only_its_requirements_are_installed(store, tmp_path):
+    """A fresh environment with the packages the model's requirements.txt pins and nothing else
+    of this project's: it loads (its code travels with it) and answers as here."""
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    local = Path(mlflow.artifacts.download_artifacts(store["sentiment"]))
+    env = tmp_path / "env"
+    for command in ([uv, "venv", "-q", str(env), "--python", sys.executable],
+                    [uv, "pip", "install", "-q", "--python", str(env / "bin/python"), "-r",
+                     str(local / "requirements.txt")]):
+        subprocess.run(command, check=True, capture_output=True, timeout=600)
+    script = ("import sys, mlflow, pandas as pd\n"
+              "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+              "print(model.predict(pd.DataFrame({'review': sys.argv[2:]})).to_json())")
+    result = subprocess.run([str(env / "bin/python"), "-c", script, str(local), *REVIEWS],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                            env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+                                 "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    there = pd.read_json(io.StringIO(result.stdout.splitlines()[-1]))
+    here = mlflow.pyfunc.load_model(store["sentiment"]).predict(pd.DataFrame({"review": REVIEWS}))
+    np.testing.assert_allclose(there["positive"], here["positive"], atol=1e-6)

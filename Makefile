@@ -54,6 +54,8 @@ test-fast: setup
 	pytest -m "not slow"
 
 ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (HOST=0.0.0.0 to share it)
+	@echo "MLflow UI, opening each experiment on its training runs:" \
+		"http://$(or $(HOST),127.0.0.1):$(or $(PORT),5000)/#/experiments?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(or $(HOST),127.0.0.1) \
 		--port $(or $(PORT),5000) --workers 1
 

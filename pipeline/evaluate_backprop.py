@@ -11,7 +11,6 @@ from threadpoolctl import threadpool_limits
 
 from dlprojects import numpy_nn, plots, tracking
 from dlprojects.backprop import network
-from dlprojects.backprop.pyfunc import log_numpy_model
 from dlprojects.config import load_section
 from dlprojects.data.images import load_image_splits
 from dlprojects.errors import run_main
@@ -55,8 +54,11 @@ def main() -> None:
     with tracking.resume_run("backprop", args.model_dir):
         tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
         tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
-        log_numpy_model(args.model_dir, f"backprop-{args.kind}")  # a pyfunc, models:/backprop-<kind>
-    print(f"backprop {args.kind}: test accuracy {accuracy:.4f}")
+        # imported late: MLflow prints a type-hint warning as the module loads
+        from dlprojects.serving.images import publish_image_classifier
+        uri = publish_image_classifier(f"backprop-{args.kind}", args.model_dir, splits, args.data,
+                                       {"test_accuracy": accuracy, "test_loss": loss})
+    print(f"backprop {args.kind}: test accuracy {accuracy:.4f}, {uri}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from dlprojects.errors import run_main
 from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.fashion.model import DenseClassifier
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.registry import log_torch_model
 from dlprojects.runtime import select_device
 from dlprojects.training import TensorBatches, predict
 from dlprojects.weights import load_weights
@@ -56,8 +55,12 @@ def main() -> None:
             tracking.log_summary({k: v for k, v in metrics[variant].items() if k != "per_class_accuracy"}
                                  | best_of_history(histories[variant]))
             tracking.log_artifacts(figures, artifact_path="figures")
-            log_torch_model(model, "fashion" if variant == params.model_variant
-                            else f"fashion-{variant}", args.models / variant)
+            # imported late: MLflow prints a type-hint warning as the module loads
+            from dlprojects.serving.images import publish_image_classifier
+            publish_image_classifier(
+                "fashion" if variant == params.model_variant else f"fashion-{variant}",
+                args.models / variant, splits, args.data,
+                {k: metrics[variant][k] for k in ("test_accuracy", "test_loss")})
     curves = plots.loss_curves(histories, args.reports / "loss_curves.png", splits=("train", "test"),
                                title="FashionMNIST")
     if "baseline" in metrics:

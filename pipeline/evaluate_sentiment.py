@@ -9,18 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dlprojects import plots, tracking
+from dlprojects import datasets, plots, registry, tracking
 from dlprojects.config import load_section
 from dlprojects.errors import run_main
 from dlprojects.evaluation import confusion_matrix, write_json, write_predictions
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.registry import log_torch_model
 from dlprojects.runtime import select_device, set_threads
 from dlprojects.sentiment.batches import ReviewBatches
 from dlprojects.sentiment.evaluation import (binary_metrics, curves, example_reviews, write_columns,
                                              write_examples)
 from dlprojects.sentiment.model import load_rnn
-from dlprojects.sentiment.reviews import read_reviews
+from dlprojects.sentiment.reviews import read_reviews, split_validation
 from dlprojects.sentiment.store import load_split
 from dlprojects.training import predict
 
@@ -29,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("embeddings", type=Path, help="data/embeddings/imdb")
     parser.add_argument("imdb", type=Path, help="data/raw/imdb (the example reviews' text)")
+    parser.add_argument("bert", type=Path, help="data/raw/bert (travels with the logged model)")
     parser.add_argument("model_dir", type=Path, help="models/sentiment")
     parser.add_argument("reports", type=Path, help="reports/sentiment (holds history.csv)")
     args = parser.parse_args()
@@ -75,11 +75,32 @@ def main() -> None:
     with tracking.resume_run("sentiment", args.model_dir):
         tracking.log_summary(metrics)
         tracking.log_artifacts(outputs, artifact_path="evaluation")
+        datasets.log_splits(args.embeddings.as_posix(), "imdb", _split_rows(args.embeddings, saved))
         if params.log_model:
-            seconds = log_torch_model(rnn, "sentiment", args.model_dir)
-            print(f"evaluate_sentiment: logged the RNN to MLflow in {seconds:.1f} s", flush=True)
+            _publish(args, metrics, example=[texts[row] for row in store.rows[:2]])
     print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
           f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
+
+
+def _publish(args: argparse.Namespace, metrics: dict, example: list[str]) -> None:
+    """Log the RNN with its BERT as a review-text model, register it once and promote it."""
+    # imported late: MLflow prints a type-hint warning as the module loads
+    from dlprojects.serving.reviews import log_review_classifier
+    uri = registry.publish(
+        "sentiment", args.model_dir,
+        lambda: log_review_classifier(args.model_dir, args.bert, example),
+        metrics={k: v for k, v in metrics.items() if k.startswith("test_")},
+        inputs=[args.embeddings.as_posix(), args.bert.as_posix()])
+    print(f"evaluate_sentiment: {uri}", flush=True)
+
+
+def _split_rows(embeddings: Path, saved: dict) -> dict[str, int]:
+    """Reviews the RNN was trained, validated and tested on (the split's sizes depend on the
+    class counts alone, not on the seed that draws it)."""
+    train = load_split(embeddings, "train")
+    fit, validation = split_validation(train.labels, saved["train"]["val_fraction"], seed=0)
+    return {"train": len(fit), "validation": len(validation),
+            "test": len(load_split(embeddings, "test"))}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from dlprojects.data.images import normalised_tensor
 from dlprojects.errors import run_main
 from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.registry import log_torch_model
 from dlprojects.runtime import select_device, set_threads
 from dlprojects.training import TensorBatches, predict
 from dlprojects.vit.data import load_splits
@@ -75,8 +74,11 @@ def main() -> None:
                               if isinstance(v, (int, float)) and k != "epochs"}
                              | best_of_history(history))
         tracking.log_artifacts([*figures, args.reports / "metrics.json"], artifact_path="figures")
-        log_torch_model(model, "vit", args.model_dir)  # models:/vit/latest
-    print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}")
+        # imported late: MLflow prints a type-hint warning as the module loads
+        from dlprojects.serving.images import publish_image_classifier
+        test_metrics = {k: metrics[k] for k in ("test_accuracy", "test_loss")}
+        uri = publish_image_classifier("vit", args.model_dir, splits, args.data, test_metrics)
+    print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}, {uri}")
 
 
 def _one_per_class(labels: np.ndarray, count: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -96,7 +97,6 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     assert 0 < fashion["improved"]["test_accuracy"] <= 1
     assert "gain_over_baseline_points" in fashion["improved"]
     import mlflow
-    import mlflow.pytorch
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
@@ -134,25 +134,90 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     table = [line for line in readme.splitlines() if line.startswith("| ") and "%" in line]
     assert len(table) == 6 and "<script" not in page
     assert_registered_once(project)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    try:  # each torch project's model is registered and loads by name
-        import torch
-
-        for name in ("fashion", "vit"):
-            model = mlflow.pytorch.load_model(f"models:/{name}/latest").eval()
-            assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-        import mlflow.pyfunc
-
-        for name in ("backprop-mlp", "backprop-cnn"):
-            digits = mlflow.pyfunc.load_model(f"models:/{name}/latest")
-            assert digits.predict(np.zeros((2, 28, 28), dtype=np.uint8)).shape == (2, 10)
-        rnn = mlflow.pytorch.load_model("models:/sentiment/latest").eval()
-        assert rnn(torch.zeros(2, 5, 384), torch.tensor([5, 3])).shape == (2, 2)
-    finally:
-        mlflow.set_tracking_uri(previous)
     predicted = run([sys.executable, "pipeline/predict_sentiment.py", "A fine film."], project)
     assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
+
+
+def champion_inputs(project: Path, count: int = 8) -> dict:
+    """{registered name: (raw inputs, the probabilities its evaluate stage wrote for them, atol)}:
+    the first test images, or the first test reviews' text, of the smoke project."""
+    from dlprojects.config import load_section
+    from dlprojects.data.images import load_image_splits
+    from dlprojects.sentiment.reviews import read_reviews
+    from dlprojects.sentiment.store import load_split
+
+    def written(path: str) -> np.ndarray:  # p_0.. of predictions.csv (6 decimals)
+        return np.loadtxt(project / "reports" / path, delimiter=",", skiprows=1)[:count, 3:]
+
+    def test_images(dataset: str, section: str) -> np.ndarray:
+        data = load_section(section, project / "params.yaml").data
+        return load_image_splits(dataset, project / "data/raw" / dataset,
+                                 validation_size=data.validation_size, seed=data.seed,
+                                 test_samples=data.test_samples).test_images[:count]
+
+    digits = test_images("mnist", "train_backprop")
+    clothes = test_images("fashion_mnist", "train_fashion")
+    store = load_split(project / "data/embeddings/imdb", "test")
+    texts, _ = read_reviews(project / "data/raw/imdb/test.jsonl")
+    reviews = pd.DataFrame({"review": [texts[row] for row in store.rows[:count]]})
+    return {"backprop-mlp": (digits, written("backprop/mlp/predictions.csv"), 1e-6),
+            "backprop-cnn": (digits, written("backprop/cnn/predictions.csv"), 1e-6),
+            "fashion": (clothes, written("fashion/predictions_improved.csv"), 1e-6),
+            "fashion-baseline": (clothes, written("fashion/predictions_baseline.csv"), 1e-6),
+            "vit": (test_images("fashion_mnist", "train_vit"), written("vit/predictions.csv"),
+                    1e-6),
+            # from the text, through the frozen BERT, against the stored fp16 states
+            "sentiment": (reviews, written("sentiment/predictions.csv"), 1e-5)}
+
+
+def test_every_champion_takes_raw_inputs_and_answers_as_its_evaluate_stage(project):
+    """`models:/<name>@champion` from the project's store: raw test images (uint8) or review texts
+    in, the probabilities the evaluate stage wrote out, in columns named by class."""
+    import mlflow.pyfunc
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        for name, (inputs, expected, atol) in champion_inputs(project).items():
+            frame = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(inputs)
+            classes = [column for column in frame.columns if column != "label"]
+            assert len(classes) == expected.shape[1] and frame["label"].isin(classes).all()
+            np.testing.assert_allclose(frame[classes].to_numpy(), expected, atol=atol,
+                                       err_msg=name)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_every_champion_is_served_over_http_and_refuses_a_bad_request(project):
+    """`mlflow models serve -m models:/<name>@champion --env-manager local`, as the README shows:
+    real requests, the same answers as the model loaded in this process (to 1e-5)."""
+    import mlflow.pyfunc
+
+    from test_serving import Served, post
+
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)
+    try:
+        for name, (inputs, _, _) in champion_inputs(project, count=4).items():
+            uri = f"models:/{name}@champion"
+            offline = mlflow.pyfunc.load_model(uri).predict(inputs)
+            body = ({"inputs": inputs["review"].tolist()} if name == "sentiment"
+                    else {"inputs": inputs.tolist()})
+            with Served(uri, store, cwd=project) as server:
+                status, answer = post(server.url, body)
+                assert status == 200, (name, answer)
+                served = pd.DataFrame(answer["predictions"])
+                assert list(served.columns) == list(offline.columns)
+                assert list(served["label"]) == list(offline["label"])
+                classes = [column for column in offline.columns if column != "label"]
+                np.testing.assert_allclose(served[classes], offline[classes], atol=1e-5)
+                bad = {"inputs": [7]} if name == "sentiment" else {"inputs": "an image"}
+                status, answer = post(server.url, bad)
+                assert 400 <= status < 500 and answer["message"], (name, status)
+                print(f"{uri}: served in {server.cold_start:.1f} s from a cold start")
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 # ------------------------------------------------ reproducible, and no fault loses work (#8)
@@ -234,7 +299,7 @@ def test_a_fresh_clone_evaluates_and_registers_every_model_though_training_repea
     assert short in (clone / "reports/README.md").read_text()
     found = run([sys.executable, "-m", "dlprojects.lineage", "model", short], clone).stdout
     assert f"git commit    {commit.strip()} " in found and "written by 1 run(s)" in found
-    assert "registered    models:/vit/1" in found
+    assert "registered    models:/vit/1  models:/vit@champion" in found
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +450,7 @@ def test_push_then_pull_into_a_fresh_clone_restores_the_data(project):
 
 # ------------------------------------------------------------------- in a real browser (Chromium)
 
+UI_WORKFLOW = "workflowType=machine_learning"  # what `make ui` links to
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots: kept for people to look at, not committed
 
 
@@ -451,6 +517,37 @@ def test_the_mlflow_ui_lists_the_four_experiments_and_compares_two_runs(project,
     assert "Comparing 2 Runs from 1 Experiment" in page
     assert first in page and second in page and "test_accuracy" in page
     chromium(f"--screenshot={ARTIFACTS / 'mlflow-compare.png'}", compare)
+
+
+def test_the_mlflow_ui_shows_each_runs_datasets_and_the_champion(project, mlflow_ui):
+    """Each experiment opens on its training runs, whose Datasets column names the DVC-tracked
+    splits; the registered model's page shows which version is the champion."""
+    import mlflow
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fashion")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (found,) = [run for run in client.search_runs([experiment.experiment_id])
+                if run.data.tags.get("dvc.stage") == "train_fashion@improved"]
+    inputs = {entry.dataset.name: entry for entry in found.inputs.dataset_inputs}
+    assert set(inputs) == {"fashion_mnist-train", "fashion_mnist-validation", "fashion_mnist-test"}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    data_hash = lock["download@fashion_mnist"]["outs"][0]["md5"]
+    assert {entry.dataset.digest for entry in inputs.values()} == {data_hash}
+    assert json.loads(inputs["fashion_mnist-test"].dataset.profile) == {"num_rows": 500}
+
+    # MLflow 3.17's sidebar switch (GenAI / Model training) picks the page an experiment opens on;
+    # `make ui` prints the link that selects model training
+    runs_page = f"{mlflow_ui}/#/experiments/{experiment.experiment_id}?{UI_WORKFLOW}"
+    page = chromium("--dump-dom", runs_page).stdout
+    assert "fashion_mnist-train" in page and found.info.run_name in page
+    assert "Overview" not in page  # the GenAI overview, where it opens without the link
+    chromium(f"--screenshot={ARTIFACTS / 'mlflow-runs-datasets.png'}", runs_page)
+    model_page = f"{mlflow_ui}/#/models/fashion"
+    page = chromium("--dump-dom", model_page).stdout
+    assert "champion" in page
+    chromium(f"--screenshot={ARTIFACTS / 'mlflow-champion.png'}", model_page)
 
 
 def test_the_report_page_renders_its_images_without_a_network(project):

@@ -1,27 +1,27 @@
-"""Registered models in a real SQLite store: the NumPy networks as pyfunc models, and one version
-per model however often an evaluate stage registers it."""
+"""The model registry in a real SQLite store: one version per model however often an evaluate stage
+registers it, tagged with what made it, and the `champion` alias on the most accurate version."""
 
 from __future__ import annotations
 
 import subprocess
 
 import mlflow
-import mlflow.pyfunc
 import numpy as np
 import pytest
 
-from dlprojects import lineage, numpy_nn, registry
+from dlprojects import lineage, registry
 from dlprojects.backprop import network
-from dlprojects.backprop.pyfunc import log_numpy_model
+from dlprojects.serving.images import log_image_classifier
 
 PARAMS = {  # what a model folder's params.json records (the network's section, in short)
     "mlp": {"seed": 0, "kind": "mlp",
             "mlp": {"hidden": [16], "activation": "relu", "dropout": 0.2, "batch_norm": True}},
     "cnn": {"seed": 0, "kind": "cnn", "cnn": {"channels": [2, 3], "hidden": 8, "dropout": 0.0}},
 }
+DATA_HASH = "0123456789abcdef0123456789abcdef.dir"
 
 
-def write_model(kind: str, folder, rng: np.random.Generator | None = None) -> numpy_nn.Sequential:
+def write_model(kind: str, folder, rng: np.random.Generator | None = None):
     """A network of `kind` saved in `folder` as the train stage saves one; random weights from
     `rng`, else its initial ones."""
     built = network.build(PARAMS[kind], np.random.default_rng(0))
@@ -32,80 +32,101 @@ def write_model(kind: str, folder, rng: np.random.Generator | None = None) -> nu
     return built
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_a_registered_numpy_network_loads_by_name_and_predicts_like_the_original(
-        kind, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("backprop")  # not the active experiment of an earlier test's store
-    try:
-        rng = np.random.default_rng(1)
-        model_dir = tmp_path / "models" / kind
-        trained = write_model(kind, model_dir, rng)
-        with mlflow.start_run():
-            log_numpy_model(model_dir, f"backprop-{kind}")
-
-        loaded = mlflow.pyfunc.load_model(f"models:/backprop-{kind}/latest")
-        images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
-        probabilities = loaded.predict(images)
-        trained.eval()
-        pixels = images.astype(np.float32) / 255.0
-        inputs = pixels.reshape(5, -1) if kind == "mlp" else pixels[:, None]
-        np.testing.assert_allclose(probabilities, numpy_nn.softmax(trained.forward(inputs)),
-                                   rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(loaded.predict(pixels.reshape(5, -1)), probabilities,
-                                   rtol=1e-5, atol=1e-6)  # [0, 1] floats, flat, alike
-    finally:
-        mlflow.set_tracking_uri(None)
-
-
-def versions_of(client: mlflow.MlflowClient, name: str) -> list:
-    return sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-
-
-def test_registering_the_same_model_folder_again_adds_no_version(tmp_path, monkeypatch):
-    """What an evaluate stage does each time it runs: numpy (pyfunc) and torch models alike."""
-    import mlflow.pytorch
-    import torch
-
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A committed project folder (dvc.lock records the MNIST hash) with its own SQLite store."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    subprocess.run(["git", "init", "-q"], check=True)
-    subprocess.run(["git", "add", "-A"], check=True)
-    subprocess.run(["git", "commit", "-qm", "init"], check=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  download@mnist:\n    cmd: download\n    outs:\n"
+        f"    - path: data/raw/mnist\n      md5: {DATA_HASH}\n")
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *command], check=True)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("registry")
-    client = mlflow.MlflowClient()
+    mlflow.set_experiment("backprop")
     try:
-        numpy_dir, torch_dir = tmp_path / "models/mlp", tmp_path / "models/linear"
-        torch_dir.mkdir(parents=True)
-        write_model("mlp", numpy_dir)
-        linear = torch.nn.Linear(3, 2)
-        (torch_dir / "model.bin").write_bytes(b"the weights the evaluate stage read")
-
-        for _ in range(2):  # the stage run twice on the same model (dvc repro --force)
-            with mlflow.start_run():
-                log_numpy_model(numpy_dir, "backprop-mlp")
-                registry.log_torch_model(linear, "linear", torch_dir)
-        for name, folder in (("backprop-mlp", numpy_dir), ("linear", torch_dir)):
-            (version,) = versions_of(client, name)
-            assert version.tags == {lineage.MODEL_TAG: lineage.model_digest(folder),
-                                    "git.commit": commit}
-        loaded = mlflow.pytorch.load_model("models:/linear/latest")
-        assert loaded(torch.zeros(1, 3)).shape == (1, 2)
-
-        (torch_dir / "model.bin").write_bytes(b"retrained: other weights")
-        with mlflow.start_run():
-            registry.log_torch_model(linear, "linear", torch_dir)
-        first, second = versions_of(client, "linear")
-        assert second.tags[lineage.MODEL_TAG] == lineage.model_digest(torch_dir)
-        with mlflow.start_run():  # the first model again: it has a version, none is added
-            (torch_dir / "model.bin").write_bytes(b"the weights the evaluate stage read")
-            registry.log_torch_model(linear, "linear", torch_dir)
-        assert [v.version for v in versions_of(client, "linear")] == [first.version,
-                                                                       second.version]
-        assert len(versions_of(client, "backprop-mlp")) == 1
+        yield tmp_path
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def publish(folder, accuracy: float) -> str:
+    example = np.zeros((2, 28, 28), dtype=np.uint8)
+    with mlflow.start_run():
+        return registry.publish("backprop-mlp", folder,
+                                lambda: log_image_classifier(folder, example),
+                                metrics={"test_accuracy": accuracy, "test_loss": 0.25},
+                                inputs=["data/raw/mnist"])
+
+
+def versions_of(name: str) -> list:
+    return sorted(mlflow.MlflowClient().search_model_versions(f"name = '{name}'"),
+                  key=lambda version: int(version.version))
+
+
+def test_registering_the_same_model_folder_again_adds_no_version(project, monkeypatch):
+    """What an evaluate stage does each time it runs (dvc repro --force): one version, tagged
+    with the test metrics, commit, model digest, data hashes and DVC experiment."""
+    folder = project / "models/mlp"
+    write_model("mlp", folder)
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep")
+    assert publish(folder, 0.9) == "models:/backprop-mlp@champion"
+    assert publish(folder, 0.9) == "models:/backprop-mlp@champion"
+    (version,) = versions_of("backprop-mlp")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert version.tags == {lineage.MODEL_TAG: lineage.model_digest(folder), "git.commit": commit,
+                            "test_accuracy": "0.9", "test_loss": "0.25",
+                            "data.data/raw/mnist": DATA_HASH, "dvc.exp_name": "lr-sweep"}
+    assert mlflow.MlflowClient().get_model_version_by_alias(
+        "backprop-mlp", "champion").version == int(version.version)
+
+
+def test_the_champion_moves_only_to_a_version_at_least_as_accurate(project):
+    folder = project / "models/mlp"
+    rng = np.random.default_rng(1)
+    for accuracy, expected in ((0.90, "champion"), (0.85, "challenger"), (0.90, "champion"),
+                               (0.89, "challenger")):
+        write_model("mlp", folder, rng)  # retrained: other weights, a new version
+        assert publish(folder, accuracy) == f"models:/backprop-mlp@{expected}"
+    client = mlflow.MlflowClient()
+    assert int(client.get_model_version_by_alias("backprop-mlp", "champion").version) == 3
+    assert int(client.get_model_version_by_alias("backprop-mlp", "challenger").version) == 4
+    assert [int(version.version) for version in versions_of("backprop-mlp")] == [1, 2, 3, 4]
+
+
+def test_a_version_registered_without_metrics_gets_them_when_its_stage_runs_again(project):
+    """A store filled before versions carried their test metrics: the next evaluate run tags the
+    existing version (no new one) and can promote it."""
+    folder = project / "models/mlp"
+    write_model("mlp", folder)
+    with mlflow.start_run():
+        registry.register_once("backprop-mlp", folder, lambda: log_image_classifier(
+            folder, np.zeros((1, 28, 28), dtype=np.uint8)))
+    assert publish(folder, 0.97) == "models:/backprop-mlp@champion"
+    (version,) = versions_of("backprop-mlp")
+    assert version.tags["test_accuracy"] == "0.97"
+
+
+def test_a_run_lists_its_dvc_data_splits_as_inputs_once_however_often_logged(project):
+    """The UI's Datasets column: name, DVC path as source, DVC hash as digest, rows as profile;
+    and the experiment opens on its training runs."""
+    import json
+
+    from dlprojects import datasets
+
+    with mlflow.start_run() as run:
+        datasets.log_splits("data/raw/mnist", "mnist", {"train": 50, "validation": 5, "test": 9})
+    with mlflow.start_run(run_id=run.info.run_id):  # the evaluate stage again (dvc repro -f)
+        datasets.log_splits("data/raw/mnist", "mnist", {"train": 50, "validation": 5, "test": 9})
+    inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    found = {entry.dataset.name: entry for entry in inputs}
+    assert len(inputs) == 3 and set(found) == {"mnist-train", "mnist-validation", "mnist-test"}
+    for name, rows, context in (("mnist-train", 50, "training"), ("mnist-test", 9, "test")):
+        dataset = found[name].dataset
+        assert dataset.digest == DATA_HASH and dataset.source_type == "dvc"
+        assert json.loads(dataset.source) == {"path": "data/raw/mnist", "md5": DATA_HASH}
+        assert json.loads(dataset.profile) == {"num_rows": rows}
+        assert [tag.value for tag in found[name].tags] == [context]
+    experiment = mlflow.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -51,8 +51,8 @@ def project(tmp_path_factory):
         stage("embed_imdb.py", "data/raw/imdb", "data/raw/bert", "data/embeddings/imdb")
         stage("train_sentiment.py", "data/embeddings/imdb", "models/sentiment",
               "reports/sentiment/history.csv")
-        stage("evaluate_sentiment.py", "data/embeddings/imdb", "data/raw/imdb", "models/sentiment",
-              "reports/sentiment")
+        stage("evaluate_sentiment.py", "data/embeddings/imdb", "data/raw/imdb", "data/raw/bert",
+              "models/sentiment", "reports/sentiment")
         yield root
 
 
@@ -96,6 +96,33 @@ def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(pro
     assert "evaluation/roc_pr.png" in artifacts and "evaluation/examples.md" in artifacts
     (version,) = client.search_model_versions("name = 'sentiment'")
     assert version.tags[lineage.MODEL_TAG] == lineage.model_digest(project / "models/sentiment")
+    assert version.tags["test_accuracy"] == repr(run.data.metrics["test_accuracy"])
+    assert int(client.get_model_version_by_alias("sentiment", "champion").version) == int(
+        version.version)
+    assert {entry.dataset.name for entry in run.inputs.dataset_inputs} == {
+        "imdb-train", "imdb-validation", "imdb-test"}
+
+
+def test_the_registered_model_scores_text_as_predict_does(project, monkeypatch):
+    """models:/sentiment@champion carries the BERT: review text in, the predict command's figure out."""
+    import mlflow
+    import pandas as pd
+    import torch
+
+    from dlprojects.sentiment.predict import SentimentPredictor
+
+    texts = ["great wonderful film", "awful boring waste"]
+    monkeypatch.chdir(project)
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        frame = mlflow.pyfunc.load_model("models:/sentiment@champion").predict(
+            pd.DataFrame({"review": texts}))
+    finally:
+        mlflow.set_tracking_uri(None)
+    predictor = SentimentPredictor.load(project / "models/sentiment", project / "data/raw/bert",
+                                        device=torch.device("cpu"))
+    assert list(frame.columns) == ["negative", "positive", "label"]
+    assert frame["positive"].to_numpy() == pytest.approx(predictor(texts), abs=1e-6)
 
 
 def test_predict_prints_probabilities_and_rejects_empty_text(project, monkeypatch, capsys):

@@ -155,8 +155,10 @@ def describe_model(client, target: str | Path, root: Path | None = None) -> str:
              f"model folder  {name or 'unknown: not in reports/README.md'}"
              + (f"  (DVC hash {dvc_hash})" if dvc_hash else ""),
              f"git commit    {committed}"]
-    lines += [f"registered    models:/{version.name}/{version.version}"
-              for version in sorted(versions, key=lambda v: (v.name, int(v.version)))]
+    for version in sorted(versions, key=lambda v: (v.name, int(v.version))):
+        aliases = client.get_model_version(version.name, version.version).aliases
+        lines.append(f"registered    models:/{version.name}/{version.version}"
+                     + "".join(f"  models:/{version.name}@{alias}" for alias in sorted(aliases)))
     lines.append(f"written by {len(runs)} run(s) in {tracking.tracking_uri()}, oldest first:")
     for run in runs:
         metric = run.data.metrics.get("test_accuracy")

@@ -1,0 +1,130 @@
+"""Predictions for files, from a registered model or a model folder of the pipeline.
+
+    python -m dlprojects.predict models:/vit@champion shoe.png bag.jpg
+    python -m dlprojects.predict models/backprop/mlp digit.png
+    python -m dlprojects.predict models:/sentiment@champion review.txt
+    cat review.txt | python -m dlprojects.predict models:/sentiment@champion -
+
+Images (PNG, JPEG, ... of any size) are greyscaled and resized to the model's 28x28 pixels, as the
+data sets store theirs (light strokes on a dark ground, like MNIST and FashionMNIST); text files
+are UTF-8 reviews. '-' reads one file from standard input. Prints CSV: the file, the predicted
+label and each class's probability. Anything unreadable is one error line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dlprojects.errors import UserError, run_main
+
+
+def read_bytes(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as error:
+        raise UserError(f"{name}: cannot read it ({error.strerror or error})") from None
+
+
+def image_pixels(name: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 pixels of `shape` ((28, 28) grey, or (32, 32, 3) colour) from an image file's bytes."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("RGB" if len(shape) == 3 else "L")
+            return np.asarray(image.resize((shape[1], shape[0]), Image.Resampling.LANCZOS),
+                              dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0][:100] if str(error) else "unreadable"
+        raise UserError(f"{name}: not an image this command reads (PNG, JPEG, GIF, BMP, ...): "
+                        f"{reason}") from None
+
+
+def review_text(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{name}: not UTF-8 text (byte {error.start}); save the review as "
+                        f"UTF-8") from None
+
+
+def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tuple[int, ...] | None]:
+    """(predict, image shape or None for reviews) of a registry URI or a model folder."""
+    if ":/" in model:
+        return _load_logged(model)
+    folder = Path(model)
+    if not folder.is_dir():
+        raise UserError(f"{model}: no such model folder; give one under models/ or a registry URI "
+                        f"such as models:/vit@champion")
+    from dlprojects.serving.images import ImageClassifier
+    from dlprojects.serving.reviews import ReviewClassifier
+    from dlprojects.weights import load_params
+
+    if (folder / "model.safetensors").is_file() and "embedding" in load_params(
+            folder / "model.safetensors"):
+        reviews = ReviewClassifier().load(folder, bert)
+        return (lambda texts: reviews.predict(None, pd.DataFrame({"review": texts}))), None
+    images = ImageClassifier().load(folder)
+    return (lambda batch: images.predict(None, batch)), images.network.shape
+
+
+def _load_logged(uri: str) -> tuple[Callable[[object], pd.DataFrame], tuple[int, ...] | None]:
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from dlprojects import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as error:
+        raise UserError(f"{uri}: {error.message.splitlines()[0]}") from None
+    inputs = model.metadata.get_input_schema()
+    if inputs is not None and inputs.is_tensor_spec():
+        return model.predict, tuple(inputs.inputs[0].shape[1:])
+    return (lambda texts: model.predict(pd.DataFrame({"review": list(texts)}))), None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="models:/<name>@champion, runs:/<id>/model, or a folder "
+                                      "under models/")
+    parser.add_argument("files", nargs="+", help="image or text files; '-' reads standard input")
+    parser.add_argument("--bert", type=Path, default=Path("data/raw/bert"),
+                        help="the frozen BERT, for a sentiment model folder (default: %(default)s)")
+    args = parser.parse_args()
+    if args.files.count("-") > 1:
+        raise UserError("'-' (standard input) can be given once")
+    contents = [(name, read_bytes(name)) for name in args.files]  # before loading anything
+
+    predict, shape = load(args.model, args.bert)
+    if shape is None:
+        batch = [review_text(name, data) for name, data in contents]
+    else:
+        batch = np.stack([image_pixels(name, data, shape) for name, data in contents])
+    from mlflow.exceptions import MlflowException
+
+    try:
+        frame = predict(batch)
+    except MlflowException as error:
+        raise UserError(error.message.splitlines()[-1]) from None
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    classes = [column for column in frame.columns if column != "label"]
+    writer.writerow(["file", "label", *classes])
+    for (name, _), (_, row) in zip(contents, frame.iterrows()):
+        writer.writerow([name, row["label"], *(f"{row[column]:.6f}" for column in classes)])
+
+
+if __name__ == "__main__":
+    run_main(main)

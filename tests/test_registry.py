@@ -77,7 +77,8 @@ def test_registering_the_same_model_folder_again_adds_no_version(project, monkey
                             check=True).stdout.strip()
     assert version.tags == {lineage.MODEL_TAG: lineage.model_digest(folder), "git.commit": commit,
                             "test_accuracy": "0.9", "test_loss": "0.25",
-                            "data.data/raw/mnist": DATA_HASH, "dvc.exp_name": "lr-sweep"}
+                            "data.data/raw/mnist": DATA_HASH, "dvc.exp_name": "lr-sweep",
+                            "model.interface": "raw inputs, named classes"}
     assert mlflow.MlflowClient().get_model_version_by_alias(
         "backprop-mlp", "champion").version == int(version.version)
 
@@ -130,3 +131,18 @@ def test_a_run_lists_its_dvc_data_splits_as_inputs_once_however_often_logged(pro
         assert [tag.value for tag in found[name].tags] == [context]
     experiment = mlflow.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_version_of_the_same_weights_logged_the_old_way_is_not_taken_for_it(project):
+    """A store from before the models took raw inputs: its version of these very weights lacks
+    the interface tag, so the stage registers a new version, which becomes the champion."""
+    folder = project / "models/mlp"
+    write_model("mlp", folder)
+    client = mlflow.MlflowClient()
+    with mlflow.start_run():
+        info = log_image_classifier(folder, np.zeros((1, 28, 28), dtype=np.uint8))
+    old = mlflow.register_model(info.model_uri, "backprop-mlp",
+                                tags={lineage.MODEL_TAG: lineage.model_digest(folder)})
+    client.set_registered_model_alias("backprop-mlp", "champion", old.version)
+    assert publish(folder, 0.9) == "models:/backprop-mlp@champion"
+    assert int(client.get_model_version_by_alias("backprop-mlp", "champion").version) == 2

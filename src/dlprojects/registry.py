@@ -25,12 +25,17 @@ from dlprojects.lineage import (
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE = "test_accuracy"  # what promotion compares
+# What a version's logged model takes and gives; a version without it (an older project's
+# model of the same weights) does not count as holding the model
+INTERFACE = ("model.interface", "raw inputs, named classes")
 
 
 def registered_version(client, name: str, digest: str) -> Any | None:
-    """The first version of registered model `name` tagged `model.digest` = `digest`, or None."""
+    """The first version of registered model `name` tagged `model.digest` = `digest` (and logged
+    with today's interface), or None."""
     versions = client.search_model_versions(
-        f"name = '{name.replace(chr(39), '')}' and tags.`{MODEL_TAG}` = '{digest}'")
+        f"name = '{name.replace(chr(39), '')}' and tags.`{MODEL_TAG}` = '{digest}' "
+        f"and tags.`{INTERFACE[0]}` = '{INTERFACE[1]}'")
     return min(versions, key=lambda version: int(version.version)) if versions else None
 
 
@@ -64,7 +69,7 @@ def register_once(registered_name: str, model_dir: Path, log: Callable[[], Any],
         return existing
     info = log()
     commit = git_state(project_root())["git.commit"]
-    tags = {MODEL_TAG: digest, "git.commit": commit, **(tags or {})}
+    tags = {MODEL_TAG: digest, "git.commit": commit, INTERFACE[0]: INTERFACE[1], **(tags or {})}
     return mlflow.register_model(info.model_uri, registered_name, tags=tags)
 
 

@@ -37,8 +37,10 @@ def items(uri: str, count: int) -> list:
     import mlflow
 
     if "sentiment" in uri:
-        lines = (ROOT / "data/raw/imdb/test.jsonl").read_text().splitlines()
-        return [json.loads(line)["text"] for line in lines[:count]]
+        from dlprojects.sentiment.reviews import read_reviews
+
+        texts, _ = read_reviews(ROOT / "data/raw/imdb/test.jsonl")
+        return texts[:count]
     folder = Path(mlflow.artifacts.download_artifacts(uri))
     example = json.loads((folder / "serving_input_example.json").read_text())["inputs"]
     return [example[i % len(example)] for i in range(count)]

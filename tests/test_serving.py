@@ -367,6 +367,17 @@ def test_predict_names_a_missing_model_in_one_line(store, tmp_path):
         assert len(result.stderr.decode().strip().splitlines()) == 1, result.stderr.decode()
 
 
+def test_predict_outside_a_project_says_where_the_store_should_be(tmp_path):
+    """No dvc.yaml above and no MLFLOW_TRACKING_URI: one line, and no empty mlflow.db left."""
+    result = subprocess.run([sys.executable, "-m", "dlprojects.predict", "models:/vit@champion",
+                             "-"], input=b"x", capture_output=True, cwd=tmp_path, env=tool_env(),
+                            timeout=120)
+    assert result.returncode == 2
+    assert "no MLflow store at" in result.stderr.decode() and "MLFLOW_TRACKING_URI" in (
+        result.stderr.decode())
+    assert list(tmp_path.iterdir()) == []
+
+
 
 @pytest.mark.slow
 def test_the_review_model_loads_where_only_its_requirements_are_installed(store, tmp_path):

@@ -84,7 +84,11 @@ def _load_logged(uri: str) -> tuple[Callable[[object], pd.DataFrame], tuple[int,
 
     from dlprojects import tracking
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    store = tracking.tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise UserError(f"{uri}: no MLflow store at {store.removeprefix('sqlite:///')}; run this "
+                        f"in the project folder or set MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(store)
     try:
         model = mlflow.pyfunc.load_model(uri)
     except MlflowException as error:

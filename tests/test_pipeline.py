@@ -528,8 +528,9 @@ def test_the_mlflow_ui_shows_each_runs_datasets_and_the_champion(project, mlflow
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fashion")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    (found,) = [run for run in client.search_runs([experiment.experiment_id])
-                if run.data.tags.get("dvc.stage") == "train_fashion@improved"]
+    found = next(run for run in client.search_runs([experiment.experiment_id])  # newest first
+                 if run.data.tags.get("dvc.stage") == "train_fashion@improved"
+                 and run.inputs.dataset_inputs)
     inputs = {entry.dataset.name: entry for entry in found.inputs.dataset_inputs}
     assert set(inputs) == {"fashion_mnist-train", "fashion_mnist-validation", "fashion_mnist-test"}
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]

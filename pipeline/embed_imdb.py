@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dlprojects.config import load_section
 from dlprojects.errors import run_main
-from dlprojects.runtime import select_device, set_threads
+from dlprojects.runtime import start_processes
 from dlprojects.sentiment.store import build_store, store_bytes
 
 
@@ -20,15 +20,17 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section("embed_imdb")
 
-    set_threads(params.threads)
-    device = select_device(params.device)
+    world, device = start_processes(params.threads, params.device)
     started = time.perf_counter()
-    meta = build_store(args.imdb, args.bert, args.out, params, device)
+    meta = build_store(args.imdb, args.bert, args.out, params, device, world)
     seconds = time.perf_counter() - started
+    if not world.main:
+        return
     reviews = sum(split["reviews"] for split in meta["splits"].values())
     tokens = sum(split["tokens"] for split in meta["splits"].values())
     print(f"embed_imdb: {reviews} reviews, {tokens} tokens in {seconds:.0f} s "
-          f"({reviews / seconds:.1f} reviews/s, {tokens / seconds:.0f} tokens/s on {device}); "
+          f"({reviews / seconds:.1f} reviews/s, {tokens / seconds:.0f} tokens/s on {world.size} x "
+          f"{device.type}); "
           f"{args.out} holds {store_bytes(args.out) / 1e6:.0f} MB (fp16, real tokens only)")
 
 

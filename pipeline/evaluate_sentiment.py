@@ -14,7 +14,7 @@ from dlprojects.config import load_section
 from dlprojects.errors import run_main
 from dlprojects.evaluation import confusion_matrix, write_json, write_predictions
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.runtime import select_device, set_threads
+from dlprojects.runtime import autocast_on, select_device, set_threads
 from dlprojects.sentiment.batches import ReviewBatches
 from dlprojects.sentiment.evaluation import (binary_metrics, curves, example_reviews, write_columns,
                                              write_examples)
@@ -40,7 +40,7 @@ def main() -> None:
     store = load_split(args.embeddings, "test")
     batches = ReviewBatches(store, np.arange(len(store)), params.batch_size, device=device)
     probabilities, labels = predict(rnn.to(device), batches(), device,
-                                    amp=saved["train"]["loop"]["amp"])
+                                    amp=autocast_on(device, saved["train"]["loop"]["amp"]))
     positive, labels = probabilities[:, 1].double().numpy(), labels.numpy()
 
     test = binary_metrics(labels, positive)

@@ -15,7 +15,7 @@ from dlprojects.data.images import normalised_tensor
 from dlprojects.errors import run_main
 from dlprojects.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.history import best_epoch, best_of_history, read_history
-from dlprojects.runtime import select_device, set_threads
+from dlprojects.runtime import autocast_on, select_device, set_threads
 from dlprojects.training import TensorBatches, predict
 from dlprojects.vit.data import load_splits
 from dlprojects.vit.model import ViT, attention_rollout
@@ -41,7 +41,8 @@ def main() -> None:
 
     model = load_weights(ViT(**params.model_kwargs()), args.model_dir / "model.safetensors")
     model.to(device).eval()
-    probabilities, labels = (t.numpy() for t in predict(model, test(), device, params.loop.amp))
+    amp = autocast_on(device, params.loop.amp)
+    probabilities, labels = (t.numpy() for t in predict(model, test(), device, amp))
     predictions = probabilities.argmax(axis=1)
     test, matrix = classifier_metrics(probabilities, labels, names)
     history = read_history(args.reports / "history.csv")

@@ -61,6 +61,8 @@ def main() -> None:
                      loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
                      patience=params.patience, checkpoint=checkpoint,
                      on_epoch=tracking.log_epoch, on_history=history_writer(args.history))
+        if not run.world.main:
+            return  # rank 0 writes
         save_rnn(model, args.model_dir, embedding=embedding,
                  train_params=dataclasses.asdict(params))
         tracking.log_training(result, args.model_dir, args.history)

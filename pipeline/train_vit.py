@@ -56,6 +56,8 @@ def main() -> None:
                      eval_loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
                      checkpoint=checkpoint, on_epoch=tracking.log_epoch,
                      on_history=history_writer(args.history))
+        if not run.world.main:
+            return  # rank 0 writes
         save_model(model, args.model_dir / "model.safetensors", resolved)
         tracking.log_training(result, args.model_dir, args.history)
         print(f"train_vit: best epoch {result.best_epoch} (val accuracy "

@@ -196,7 +196,7 @@ def _train(folder: Path, stop_server_after: int | None = None, server: Server | 
     labels = (inputs[:, 0] > 0).long()
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     checkpoint = Checkpoint(folder / "checkpoints/toy.pt", "toy")
-    runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=5, amp=True)
+    runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=5, amp=False)
 
     def on_epoch(epoch, metrics):
         tracking.log_epoch(epoch, metrics)

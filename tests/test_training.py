@@ -28,7 +28,8 @@ def _problem(seed=0):
     return inputs, labels
 
 
-def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a", deterministic=False):
+def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a", deterministic=False,
+         amp=False):
     generator = seed_everything(0, deterministic=deterministic)
     inputs, labels = _problem()
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 4))
@@ -41,7 +42,7 @@ def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a", deterministi
         if epoch == stop_after:
             raise Interrupt
 
-    runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=epochs, amp=True)
+    runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=epochs, amp=amp)
     result = fit(model, runtime, optimizer=optimizer, scheduler=scheduler,
                  loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
                  checkpoint=Checkpoint(tmp_path / "checkpoint.pt", fingerprint(params)),

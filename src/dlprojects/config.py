@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dlprojects.parsing import (PARAMS_FILE, ConfigError, Count, Device, Layers, NonNegative,
-                                Positive, Range, Rate, Samples, Shift, Sizes, check, parse,
-                                read_params)
+                                Positive, Processes, Range, Rate, Samples, Shift, Sizes, check,
+                                parse, read_params)
 
 __all__ = ["ConfigError", "SECTIONS", "load_section", "parse"]
 
@@ -58,6 +58,15 @@ class LoopParams:
     amp: bool  # bf16 autocast, CUDA only
     threads: Count  # CPU threads for torch and BLAS
     deterministic: bool  # deterministic CUDA kernels (slower); the CPU path already is
+
+
+@dataclass(frozen=True)
+class DistributedParams:
+    """How many processes the torch stages run as (`dlprojects.distributed`); not part of a
+    model's params, since a model trained on any number equals the one-process one (to the
+    rounding of the gradient sums)."""
+
+    processes: Processes
 
 
 @dataclass(frozen=True)
@@ -259,7 +268,7 @@ SECTIONS: dict[str, type] = {
     "download": DownloadParams, "train_backprop": TrainBackpropParams,
     "train_fashion": TrainFashionParams, "embed_imdb": EmbedImdbParams,
     "train_sentiment": TrainSentimentParams, "evaluate_sentiment": EvaluateSentimentParams,
-    "train_vit": TrainVitParams,
+    "train_vit": TrainVitParams, "distributed": DistributedParams,
 }
 
 

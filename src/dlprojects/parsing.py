@@ -76,7 +76,19 @@ class Sizes:
         return f"{self.what} {small[0]} must be at least 1" if small else None
 
 
+@dataclass(frozen=True)
+class CountOrAuto:
+    """A whole number from 1, or "auto" (chosen at run time)."""
+
+    def problem(self, value: Any) -> str | None:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return None
+        return f"{value!r} must be auto or a whole number from 1"
+
+
 Count = Annotated[int, Range(low=1)]
+Processes = Annotated[object, CountOrAuto()]  # per node; auto: one per visible GPU, else 1
 Samples = Annotated[int, Range(low=0, zero="all")]  # 0: all of them
 Positive = Annotated[float, Range(low=0, low_open=True)]
 NonNegative = Annotated[float, Range(low=0)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dlprojects import distributed
 from dlprojects.errors import UserError
 
 
@@ -49,6 +50,29 @@ def set_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
+def autocast_on(device: torch.device, amp: bool) -> bool:
+    """Whether param `amp` means bf16 autocast on `device`: on CUDA only (the CPU stays fp32)."""
+    return amp and device.type == "cuda"
+
+
+def launch_processes() -> None:
+    """Run this stage as the processes param `distributed.processes` asks for (see
+    `dlprojects.distributed`); returns in the process that is to compute."""
+    from dlprojects.config import load_section
+    from dlprojects.distributed.launch import launch
+
+    launch(load_section("distributed").processes)
+
+
+def start_processes(threads: int, device_name: str) -> tuple[distributed.World, torch.device]:
+    """Launch, threads, device and process group: (this rank's place, its device). Each of the
+    ranks on a node gets its share of `threads`."""
+    launch_processes()
+    world = distributed.World.from_environment()
+    set_threads(max(1, threads // world.local_size))
+    return distributed.init(select_device(device_name))
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What a training stage sets up before anything else (params section `loop`)."""
@@ -56,12 +80,13 @@ class Runtime:
     device: torch.device
     generator: torch.Generator  # orders the training batches; saved in checkpoints
     epochs: int
-    amp: bool  # bf16 autocast on CUDA
+    amp: bool  # bf16 autocast (`autocast_on`: CUDA only, unless a test asks for it on the CPU)
+    world: distributed.World = distributed.World()  # this rank among the processes
 
 
 def start(loop) -> Runtime:
-    """Threads, device and seeds from a `LoopParams`, in that order."""
-    set_threads(loop.threads)
-    device = select_device(loop.device)
+    """Processes, threads, device and seeds from a `LoopParams`, in that order."""
+    world, device = start_processes(loop.threads, loop.device)
     generator = seed_everything(loop.seed, deterministic=loop.deterministic)
-    return Runtime(device=device, generator=generator, epochs=loop.epochs, amp=loop.amp)
+    return Runtime(device=device, generator=generator, epochs=loop.epochs,
+                   amp=autocast_on(device, loop.amp), world=world)

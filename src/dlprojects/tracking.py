@@ -10,6 +10,7 @@ opens, and `registry` logs and registers models.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import urllib.error
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dlprojects.distributed import World
 from dlprojects.errors import UserError
 from dlprojects.history import FitResult
 from dlprojects.lineage import MODEL_TAG, data_hashes, git_state, model_digest, project_root
@@ -27,6 +29,18 @@ from dlprojects.resume import Checkpoint
 
 class TrackingUnavailable(UserError):
     """The MLflow tracking server did not answer."""
+
+
+def _main_rank_only(function):
+    """Rank 0 logs; the other ranks of a distributed run log nothing (one run, not N)."""
+
+    @functools.wraps(function)
+    def logged(*args, **kwargs):
+        if World.from_environment().main:
+            return function(*args, **kwargs)
+        return None
+
+    return logged
 
 
 def tracking_uri() -> str:
@@ -84,14 +98,21 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str,
     stage finds the run again from that folder's digest (`resume_run`).
 
     `checkpoint`: the one the loop resumes from. The run id is kept beside it, so training that
-    resumes after a kill or a tracking outage goes on in the same MLflow run."""
+    resumes after a kill or a tracking outage goes on in the same MLflow run.
+
+    In a distributed run only rank 0 opens the run; the others get None."""
     import mlflow
+
+    if not World.from_environment().main:
+        yield None
+        return
 
     client = connect(project)
     root = project_root()
     stage = os.environ.get("DVC_STAGE", "")
     exp_name = os.environ.get("DVC_EXP_NAME", "")
-    tags = {**git_state(root), **data_hashes(root, inputs), "device": device, "project": project}
+    tags = {**git_state(root), **data_hashes(root, inputs), "device": device, "project": project,
+            "processes": str(World.from_environment().size)}
     if stage:
         tags["dvc.stage"] = stage
     if exp_name:
@@ -193,6 +214,7 @@ def resume_run(project: str, model_folder: Path) -> Iterator[Any]:
 # ------------------------------------------------------------------------------------ logging
 
 
+@_main_rank_only
 def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
     """Per-epoch metrics at step `epoch` (fits `fit(on_epoch=...)`); the same names in every
     project so the UI compares them. A server that stops answering stops training here, before
@@ -212,18 +234,21 @@ def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             f"`dvc repro` to resume in the same run") from None
 
 
+@_main_rank_only
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     mlflow.log_params(params)
 
 
+@_main_rank_only
 def log_summary(metrics: dict[str, float]) -> None:
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
 
+@_main_rank_only
 def log_artifacts(paths: list[Path | str], artifact_path: str | None = None) -> None:
     import mlflow
 
@@ -234,6 +259,7 @@ def log_artifacts(paths: list[Path | str], artifact_path: str | None = None) -> 
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
+@_main_rank_only
 def log_training(result: FitResult, model_dir: Path, history_file: Path,
                  artifacts: tuple[Path, ...] = ()) -> str:
     """What every train stage records once its model folder is written: the folder's digest (so

@@ -9,11 +9,9 @@ evaluates each named split and keeps the best epoch's weights by `select`.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from dlprojects import loop_state
 from dlprojects.data.images import normalised_tensor
+from dlprojects.distributed import World, all_sum, global_batch, parallel, share
 from dlprojects.errors import UserError
 from dlprojects.history import FitResult
 from dlprojects.resume import Checkpoint
@@ -82,36 +82,64 @@ def _forward(model: nn.Module, inputs: Any) -> torch.Tensor:
 
 
 def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=amp and device.type == "cuda")
+    """bf16 autocast when `amp` (`runtime.start` sets it on CUDA only; on the CPU it is how
+    tests run the CUDA path)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, batches: Iterable[Batch], device: torch.device,
-            amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (N, C) and targets (N,) of every batch, on the CPU."""
+            amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (N, C) and targets (N,) of every batch, on the CPU (copied once, at
+    the end: the loop never waits for the device)."""
     model.eval()
     probabilities, targets = [], []
     for inputs, target in batches:
         with _autocast(device, amp):
             logits = _forward(model, inputs)
-        probabilities.append(logits.float().softmax(dim=-1).cpu())
-        targets.append(target.cpu())
-    return torch.cat(probabilities), torch.cat(targets)
+        probabilities.append(logits.float().softmax(dim=-1))
+        targets.append(target)
+    return torch.cat(probabilities).cpu(), torch.cat(targets).cpu()
+
+
+class Totals:
+    """Sums of a pass kept on the device (loss in float64, as Python floats summed it), read once
+    at its end, after adding them up over ranks: the batch loop never waits for the device."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """`loss`: the mean over this batch's `targets`."""
+        self.loss += loss.detach().double() * len(targets)
+        self.correct += (logits.argmax(dim=-1) == targets).sum()
+        self.count += len(targets)
+
+    def read(self, world: World) -> tuple[float, float, int]:
+        """(mean loss, accuracy, count) over every rank's share."""
+        sums = torch.stack([self.loss, self.correct.double(),
+                            torch.tensor(float(self.count), dtype=torch.float64,
+                                         device=self.loss.device)])
+        loss, correct, count = all_sum(sums, world).tolist()
+        return loss / count, correct / count, int(count)
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable, device: torch.device,
-             amp: bool = True) -> dict[str, float]:
+             amp: bool = False, world: World = World()) -> dict[str, float]:
+    """Mean loss and accuracy over `batches`; with several ranks each takes its share of every
+    batch and the sums are added up over ranks."""
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    for inputs, targets in batches:
+    totals = Totals(device)
+    for batch in batches:
+        inputs, targets = share(batch, world)
         with _autocast(device, amp):
             logits = _forward(model, inputs)
-        total_loss += loss_fn(logits.float(), targets).item() * len(targets)
-        correct += (logits.argmax(dim=-1) == targets).sum().item()
-        count += len(targets)
-    return {"loss": total_loss / count, "accuracy": correct / count}
+        totals.add(loss_fn(logits.float(), targets), logits, targets)
+    loss, accuracy, _ = totals.read(world)
+    return {"loss": loss, "accuracy": accuracy}
 
 
 # ------------------------------------------------------------------ schedules and parameter groups
@@ -158,46 +186,46 @@ def fit(model: nn.Module, runtime: Runtime, *, optimizer: torch.optim.Optimizer,
     without improvement. `on_epoch` and `on_history` as `dlprojects.history` describes. The last
     checkpoint stays when training completes, so a failure in what follows (saving, tracking)
     loses nothing: the caller removes it once its results are safe (`tracking.start_run` does).
+
+    With several ranks (`runtime.world`), every rank runs this with the same batches and takes its
+    share of each (`distributed`); rank 0 alone writes the checkpoint and calls `on_epoch` and
+    `on_history`. The state saved is the same at any world size, so a run may resume on another.
     """
     eval_loss_fn = eval_loss_fn or loss_fn
-    device, generator, epochs, amp = runtime.device, runtime.generator, runtime.epochs, runtime.amp
-    state = _load_checkpoint(checkpoint)
+    device, generator, world = runtime.device, runtime.generator, runtime.world
+    state = loop_state.load(checkpoint, world, device)
     history: list[dict[str, float]] = []
     best_state, best_epoch, best_score = None, 0, -math.inf
     if state is not None:
-        _restore(state, model, optimizer, scheduler, generator)
+        loop_state.restore(state, model, optimizer, scheduler, generator)
         history, best_state = state["history"], state["best_state"]
         best_epoch, best_score = state["best_epoch"], state["best_score"]
-        print(f"resuming from {checkpoint.path} after epoch {len(history)}", file=sys.stderr)
+        if world.main:
+            print(f"resuming from {checkpoint.path} after epoch {len(history)}", file=sys.stderr)
+    network = parallel(model, world, device)
+    if not world.main:
+        on_epoch = on_history = None
 
-    for epoch in range(len(history) + 1, epochs + 1):
+    for epoch in range(len(history) + 1, runtime.epochs + 1):
         if patience is not None and epoch - best_epoch > patience and best_epoch > 0:
-            print(f"early stop: no {select} gain for {patience} epochs", file=sys.stderr)
+            if world.main:
+                print(f"early stop: no {select} gain for {patience} epochs", file=sys.stderr)
             break
-        started = time.perf_counter()
-        metrics, seen = _train_epoch(model, train, optimizer, scheduler, loss_fn, runtime, epoch)
-        seconds = time.perf_counter() - started
-        metrics = {"epoch": epoch, **metrics}
-        for name, batches in evals.items():
-            for key, value in evaluate(model, batches(), eval_loss_fn, device, amp).items():
-                metrics[f"{name}_{key}"] = value
-        metrics |= {"lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
-                    "samples_per_second": seen / seconds}
+        metrics = _epoch(network, model, runtime, epoch, train=train, evals=evals,
+                         optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
+                         eval_loss_fn=eval_loss_fn)
         history.append(metrics)
         if metrics[select] > best_score:
             best_score, best_epoch = metrics[select], epoch
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        print(_summary(metrics), file=sys.stderr, flush=True)
         if on_history is not None:
             on_history(history)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        _save_checkpoint(checkpoint.path, {
-            "fingerprint": checkpoint.fingerprint, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else {},
-            "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
-            "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score})
+        if world.main:
+            print(_summary(metrics), file=sys.stderr, flush=True)
+            loop_state.save(checkpoint, model, optimizer, scheduler, generator, history=history,
+                            best_state=best_state, best_epoch=best_epoch, best_score=best_score)
 
     if on_history is not None:  # also when a completed checkpoint was all there was
         on_history(history)
@@ -205,42 +233,56 @@ def fit(model: nn.Module, runtime: Runtime, *, optimizer: torch.optim.Optimizer,
     return FitResult(history=history, best_epoch=best_epoch)
 
 
-def _train_epoch(model: nn.Module, train: Any, optimizer: torch.optim.Optimizer,
+def _epoch(network: nn.Module, model: nn.Module, runtime: Runtime, epoch: int, *, train: Any,
+           evals: dict[str, Callable[[], Iterable[Batch]]], optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LRScheduler | None, loss_fn: Callable,
+           eval_loss_fn: Callable) -> dict[str, float]:
+    """Train one epoch, then evaluate each split: the epoch's row of the history."""
+    started = time.perf_counter()
+    metrics, seen = _train_epoch(network, train, optimizer, scheduler, loss_fn, runtime, epoch)
+    seconds = time.perf_counter() - started
+    metrics = {"epoch": epoch, **metrics}
+    for name, batches in evals.items():
+        figures = evaluate(model, batches(), eval_loss_fn, runtime.device, runtime.amp,
+                           runtime.world)
+        metrics |= {f"{name}_{key}": value for key, value in figures.items()}
+    return metrics | {"lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                      "samples_per_second": seen / seconds}
+
+
+def _train_epoch(network: nn.Module, train: Any, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None, loss_fn: Callable,
                  runtime: Runtime, epoch: int) -> tuple[dict[str, float], int]:
-    """One pass over `train`: ({train_loss, train_accuracy} averaged over it, samples seen)."""
-    model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    """One pass over `train`: ({train_loss, train_accuracy} averaged over it, samples seen).
+
+    Nothing in the batch loop waits for the device: the sums stay there until the epoch ends,
+    and a loss that is no longer finite is caught then. With several ranks each weighs its mean
+    loss by its share of the batch, so the gradients DDP averages are those of the batch mean."""
+    world = runtime.world
+    network.train()
+    totals = Totals(runtime.device)
     bar = tqdm(train(runtime.generator), total=train.steps, desc=f"epoch {epoch}/{runtime.epochs}",
-               leave=False, disable=None, file=sys.stderr)
-    for inputs, targets in bar:
-        with _autocast(runtime.device, runtime.amp):
-            logits = _forward(model, inputs)
+               leave=False, disable=None if world.main else True, file=sys.stderr)
+    for batch in bar:
+        inputs, targets = share(batch, world)
+        with _autocast(runtime.device, runtime.amp), global_batch(len(batch[1])):
+            logits = _forward(network, inputs)
             loss = loss_fn(logits.float(), targets)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss.item()} in epoch {epoch}; "
-                                   f"lower the learning rate")
+        objective = loss
+        if world.size > 1:  # this rank's part of the batch mean (DDP divides by the ranks)
+            objective = (loss * (len(targets) * world.size / len(batch[1])) if len(targets)
+                         else logits.sum() * 0.0)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(dim=-1) == targets).sum().item()
-        seen += len(targets)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}")
-    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}, seen
-
-
-def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-             generator: torch.Generator) -> None:
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    generator.set_state(state["generator"])
+        if len(targets):
+            totals.add(loss, logits, targets)
+    loss, accuracy, seen = totals.read(world)
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"the loss became {loss} in epoch {epoch}; lower the learning rate")
+    return {"train_loss": loss, "train_accuracy": accuracy}, seen
 
 
 def _summary(metrics: dict[str, float]) -> str:
@@ -248,23 +290,3 @@ def _summary(metrics: dict[str, float]) -> str:
     parts = [f"{k} {v:.4f}" for k, v in shown.items()]
     return (f"epoch {metrics['epoch']}: " + ", ".join(parts) +
             f", {metrics['samples_per_second']:.0f} samples/s")
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write then rename, so a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
-def _load_checkpoint(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    path = checkpoint.path
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != checkpoint.fingerprint:
-        print(f"ignoring {path}: it was written with other params; starting afresh",
-              file=sys.stderr)
-        return None
-    return state

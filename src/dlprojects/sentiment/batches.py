@@ -61,5 +61,11 @@ class ReviewBatches:
                               dtype=np.float32)
             for row, review in enumerate(reviews):
                 padded[row, :lengths[review]] = self.store.review(review)
-            yield ((torch.from_numpy(padded).to(self.device), batch_lengths),
-                   self.labels[batch].to(self.device))
+            yield ((self._to_device(torch.from_numpy(padded)), batch_lengths),
+                   self._to_device(self.labels[batch]))
+
+    def _to_device(self, tensor: Tensor) -> Tensor:
+        """Host to device; to a GPU through pinned memory, without waiting for the copy."""
+        if self.device.type != "cuda":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)

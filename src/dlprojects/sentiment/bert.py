@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from dlprojects.distributed import World
 from dlprojects.errors import UserError
 from dlprojects.sentiment.reviews import clean_review, truncate
 
@@ -97,22 +98,27 @@ def encode(texts: Sequence[str], tokenizer, *, max_length: int, truncation: str 
 @torch.inference_mode()
 def embed(token_ids: Sequence[list[int]], model: nn.Module, *, batch_size: int,
           device: torch.device, layers: Sequence[int] = (-1,), amp: bool = True,
-          sort_by_length: bool = True, pad_to: int | None = None,
-          desc: str = "embed") -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+          sort_by_length: bool = True, pad_to: int | None = None, desc: str = "embed",
+          world: World = World()) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """Yields (review indices, fp16 states (length_i, H) of their real tokens) batch by batch; a
     token's state is the mean of its hidden `layers` (0: the embeddings, -1: the last layer).
 
     Batches hold reviews of similar length (longest first, so memory trouble shows at once) and
     are padded to their own longest review; `sort_by_length=False, pad_to=max_length` is the naive
-    loop the benchmark compares against. bf16 autocast on CUDA when `amp`.
+    loop the benchmark compares against. bf16 autocast on CUDA when `amp`. With several ranks,
+    each embeds every `world.size`-th batch (`gather_batches` brings them together).
     """
     lengths = np.array([len(ids) for ids in token_ids])
     order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(lengths))
     pad_id = getattr(getattr(model, "config", None), "pad_token_id", 0) or 0
     only_last = list(layers) == [-1]
-    bar = tqdm(total=len(order), desc=desc, unit="review", disable=None, file=sys.stderr)
-    for start in range(0, len(order), batch_size):
+    bar = tqdm(total=len(order), desc=desc, unit="review", disable=None if world.main else True,
+               file=sys.stderr)
+    for number, start in enumerate(range(0, len(order), batch_size)):
         index = order[start:start + batch_size]
+        if number % world.size != world.rank:
+            bar.update(len(index))
+            continue
         width = pad_to or int(lengths[index].max())
         input_ids = torch.full((len(index), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(index), width), dtype=torch.long)

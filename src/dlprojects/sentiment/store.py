@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from dlprojects.distributed import World
 from dlprojects.errors import UserError
 from dlprojects.sentiment.bert import (bert_identity, embed, encode, load_bert, read_bert_config,
                                        trim_to_layers)
@@ -91,15 +94,54 @@ def store_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in Path(folder).iterdir() if path.is_file())
 
 
-def build_store(imdb: Path, bert_folder: Path, out: Path, params,
-                device: torch.device) -> dict[str, Any]:
+def gather_batches(batches: Iterator[tuple[np.ndarray, list[np.ndarray]]], world: World, *,
+                   hidden_size: int, device: torch.device,
+                   ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """The batches `embed` yields on every rank, all on rank 0 (the others get none): one
+    all_gather per round of `world.size` batches, each padded to the round's largest."""
+    if world.size == 1:
+        yield from batches
+        return
+    batches = iter(batches)
+    while True:
+        index, states = next(batches, (np.zeros(0, dtype=np.int64), []))
+        shape = torch.tensor([len(index), max((len(s) for s in states), default=0)],
+                             device=device)
+        shapes = [torch.empty_like(shape) for _ in range(world.size)]
+        dist.all_gather(shapes, shape)
+        rows, width = (int(value) for value in torch.stack(shapes).amax(0))
+        if rows == 0:
+            return
+        lengths = torch.zeros(rows, dtype=torch.int64)
+        lengths[:len(index)] = torch.tensor([len(s) for s in states], dtype=torch.int64)
+        padded = torch.zeros((rows, width, hidden_size), dtype=torch.float16)
+        for row, review_states in enumerate(states):
+            padded[row, :len(review_states)] = torch.from_numpy(review_states)
+        local = torch.cat([torch.from_numpy(np.asarray(index, dtype=np.int64)),
+                           torch.full((rows - len(index),), -1, dtype=torch.int64), lengths])
+        parts = [(torch.empty_like(local, device=device), torch.empty_like(padded, device=device))
+                 for _ in range(world.size)]
+        dist.all_gather([part[0] for part in parts], local.to(device))
+        dist.all_gather([part[1] for part in parts], padded.to(device))
+        if not world.main:
+            continue
+        for reviews, their_states in parts:
+            reviews, their_states = reviews.cpu().numpy(), their_states.cpu().numpy()
+            real = reviews[:rows] >= 0
+            yield (reviews[:rows][real],
+                   [their_states[row, :reviews[rows + row]] for row in np.flatnonzero(real)])
+
+
+def build_store(imdb: Path, bert_folder: Path, out: Path, params, device: torch.device,
+                world: World = World()) -> dict[str, Any]:
     """The embed_imdb stage: fp16 states of the real tokens of each review in the balanced
-    subsets of both splits, written to the store `out` (see above). Returns its meta."""
+    subsets of both splits, written to the store `out` (see above). Returns its meta. With
+    several ranks each embeds its share of the batches and rank 0 alone writes."""
     config = read_bert_config(bert_folder, params.max_length, "embed_imdb.max_length",
                               params.bert_layers, "embed_imdb.bert_layers")
     tokenizer, bert = load_bert(bert_folder, device=device)
     layers = trim_to_layers(bert, params.bert_layers)
-    if Path(out).exists():
+    if world.main and Path(out).exists():
         shutil.rmtree(out)
     meta = {"bert": bert_identity(config), "max_length": params.max_length,
             "truncation": params.truncation, "head_tokens": params.head_tokens,
@@ -110,14 +152,21 @@ def build_store(imdb: Path, bert_folder: Path, out: Path, params,
         token_ids = encode([texts[row] for row in rows], tokenizer, max_length=params.max_length,
                            truncation=params.truncation, head_tokens=params.head_tokens)
         lengths = np.array([len(ids) for ids in token_ids])
+        batches = gather_batches(
+            embed(token_ids, bert, batch_size=params.batch_size, device=device, layers=layers,
+                  amp=params.amp, desc=f"embed {split}", world=world),
+            world, hidden_size=config["hidden_size"], device=device)
+        if not world.main:
+            for _ in batches:  # this rank's share goes to rank 0
+                pass
+            continue
         store = create_split(out, split, lengths, config["hidden_size"], labels[rows], rows)
-        for index, states in embed(token_ids, bert, batch_size=params.batch_size, device=device,
-                                   layers=layers, amp=params.amp,
-                                   desc=f"embed {split}"):
+        for index, states in batches:
             for review, review_states in zip(index, states):
                 store.states[store.offsets[review]:store.offsets[review + 1]] = review_states
         store.states.flush()
         meta["splits"][split] = {"reviews": len(rows), "tokens": int(lengths.sum()),
                                  "bytes": int(store.states.nbytes)}
-    write_meta(out, meta)
+    if world.main:
+        write_meta(out, meta)
     return meta

@@ -11,12 +11,20 @@ export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MPLBAC
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PYTHONUNBUFFERED=1
 
-.PHONY: setup browser repro seeds full-size test test-fast ui clean
+.PHONY: setup browser repro seeds full-size gpu-check test test-fast ui clean
 
 setup: $(STAMP)
 
 # uv installs the locked packages in seconds where pip takes minutes (torch with its CUDA libraries)
 UV_VERSION := 0.13.9
+# uv reads no pip.conf: the extra indexes pip is configured with (a company mirror, a local copy of
+# PyPI) go to uv as well, searched before PyPI, so what is at hand is not downloaded again (the
+# packages are pinned, so which index serves one does not change it)
+PIP_INDEXES := $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
+ifneq ($(strip $(PIP_INDEXES)),)
+export UV_EXTRA_INDEX_URL ?= $(PIP_INDEXES)
+export UV_INDEX_STRATEGY ?= unsafe-first-match
+endif
 UV_PIP := $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python
 
 $(STAMP): requirements.lock pyproject.toml
@@ -40,6 +48,11 @@ seeds: setup
 # dvc.exp_name=full-size)
 full-size: setup
 	python -m dlprojects.experiments run experiments/full-size.yaml
+
+# On a GPU machine: the smoke stages on CUDA, one DDP run over all GPUs, each torch model at full
+# size for 50 steps (samples/s, memory, MFU); writes reports/gpu_check.md
+gpu-check: setup
+	python benchmarks/gpu_check.py
 
 # Debian's chromium, for the browser tests (MLflow UI, report page)
 browser:

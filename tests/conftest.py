@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 OFFLINE = {
     "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
@@ -28,8 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def committed(section: str) -> dict:
     """Section `section` of the committed params.yaml: every param, with its default."""
-    import yaml
-
     return yaml.safe_load((ROOT / "params.yaml").read_text())[section]
 
 
@@ -86,3 +85,37 @@ def own_tracking_store(monkeypatch):
     """No MLFLOW_TRACKING_URI from the shell or from an earlier test (`mlflow.set_tracking_uri`
     exports it, and stage subprocesses would inherit it): each test names its own store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+# ------------------------------------------------------------------ the smoke pipeline, once
+
+
+def merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(base[key], value) if isinstance(value, dict) and key in base else value
+    return merged
+
+
+def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=tool_env(), capture_output=True, text=True,
+                            **kwargs)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """A clone of the working tree with smoke-sized params, after a full `dvc repro`: built once
+    per session (test_distributed compares with it, then test_pipeline goes on with it)."""
+    top = tmp_path_factory.mktemp("e2e")
+    clone = top / "dlprojects"
+    copy_working_tree(clone)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text()) or {}
+    (clone / "params.yaml").write_text(yaml.safe_dump(merge(params, smoke), sort_keys=False))
+    run(["git", "init", "-q"], clone)
+    run(["git", "add", "-A"], clone)
+    run(["git", "commit", "-qm", "smoke"], clone)
+    run(["dvc", "repro"], clone, timeout=1800)
+    return clone

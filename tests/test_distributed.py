@@ -1,16 +1,15 @@
 """Training across processes: each torch stage run as 2 gloo processes (torchrun) equals its
-1-process run, two "nodes" on 127.0.0.1 share one rendezvous, a killed rank costs one `dvc repro`,
-and the layers that span a batch (dropout, batch norm) give the one-process figures."""
+1-process run in the smoke pipeline, two "nodes" on 127.0.0.1 share one rendezvous, and the
+layers that span a batch (dropout, batch norm) give the one-process figures. (A rank killed
+mid-epoch and resumed by `dvc repro`: test_pipeline.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,23 +17,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from conftest import ROOT, committed, copy_working_tree, tool_env
+from conftest import ROOT, committed, merge, run, tool_env
 from dlprojects.config import ConfigError, load_section
 from dlprojects.distributed import World, bounds, global_batch
 from dlprojects.distributed.launch import torchrun_arguments
 from dlprojects.distributed.layers import ShardedDropout
 from dlprojects.errors import UserError
 from dlprojects.history import read_history
-
-SMOKE = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text())
-
-
-def merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = merge(base[key], value) if isinstance(value, dict) and key in base else value
-    return merged
-
 
 # ------------------------------------------------------------------------------- the pieces
 
@@ -112,35 +101,8 @@ def test_torchrun_arguments_for_one_node_and_for_many(monkeypatch):
 # ------------------------------------------------------------------------------- the stages
 
 
-def make_project(folder: Path, raw: Path, processes: int, override: dict | None = None) -> Path:
-    """A folder to run stage scripts in: committed params with smoke sizes, the raw data."""
-    folder.mkdir(parents=True)
-    params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMOKE),
-                   {"distributed": {"processes": processes}, **(override or {})})
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (folder / "data/raw").mkdir(parents=True)
-    for name in ("fashion_mnist", "imdb", "bert"):
-        (folder / "data/raw" / name).symlink_to(raw / name)
-    return folder
-
-
-def stage(project: Path, script: str, *args: str, env: dict | None = None,
-          **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(ROOT / "pipeline" / script), *args], cwd=project,
-                            env={**tool_env(), **(env or {})}, capture_output=True, text=True,
-                            timeout=900, **kwargs)
-    assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
-    return result
-
-
 FASHION = ("train_fashion.py", "improved", "data/raw/fashion_mnist", "models/fashion/improved",
            "reports/fashion/improved/history.csv")
-VIT = ("train_vit.py", "data/raw/fashion_mnist", "models/vit", "reports/vit/history.csv")
-SENTIMENT = ("train_sentiment.py", "data/embeddings/imdb", "models/sentiment",
-             "reports/sentiment/history.csv")
-EMBED = ("embed_imdb.py", "data/raw/imdb", "data/raw/bert", "data/embeddings/imdb")
-# a ViT that learns something in 2 epochs, so the two runs have a history to differ in
-VIT_PARAMS = {"train_vit": {"loop": {"epochs": 2}, "data": {"train_samples": 1000}}}
 
 
 def assert_same_training(one: Path, two: Path, history: str) -> float:
@@ -149,6 +111,7 @@ def assert_same_training(one: Path, two: Path, history: str) -> float:
     that are zero in exact arithmetic, such as those of a border pixel under batch norm, into
     steps of the learning rate's size.)"""
     first, second = read_history(one / history), read_history(two / history)
+    assert len(first) == len(second) > 0
     assert [row.keys() for row in first] == [row.keys() for row in second]
     for a, b in zip(first, second):
         assert {k: v for k, v in a.items() if not k.endswith("loss")} == \
@@ -160,46 +123,49 @@ def assert_same_training(one: Path, two: Path, history: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(raw_data, tmp_path_factory):
-    """Every torch stage run as 1 and as 2 processes, on smoke params."""
-    top = tmp_path_factory.mktemp("distributed")
-    projects = {n: make_project(top / f"p{n}", raw_data, n, VIT_PARAMS) for n in (1, 2)}
-    logs = {}
-    for n, project in projects.items():
-        logs[n] = [stage(project, *command) for command in (FASHION, VIT, EMBED, SENTIMENT)]
-    return projects, logs
+def two_processes(project, tmp_path_factory) -> Path:
+    """The smoke project (conftest: trained as 1 process) with its torch stages run again as 2
+    processes, by `dvc repro` (`distributed.processes: 2`)."""
+    copy = tmp_path_factory.mktemp("distributed") / "project"
+    shutil.copytree(project, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    (copy / "params.yaml").write_text(yaml.safe_dump(
+        merge(params, {"distributed": {"processes": 2}}), sort_keys=False))
+    result = run(["dvc", "repro", "--force", "-s", "train_fashion@improved", "train_vit",
+                  "embed_imdb", "train_sentiment"], copy, timeout=1800)
+    assert result.stdout.count("2 processes on this node") + \
+        result.stderr.count("2 processes on this node") == 4
+    return copy
 
 
-def test_two_processes_train_fashion_as_one_does(runs):
-    projects, logs = runs
-    assert "train_fashion.py: 2 processes on this node" in logs[2][0].stderr
-    assert_same_training(projects[1], projects[2], FASHION[4])
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.parametrize("history", ["reports/fashion/improved/history.csv",
+                                     "reports/vit/history.csv", "reports/sentiment/history.csv"])
+def test_two_processes_train_as_one_does(project, two_processes, history):
+    assert_same_training(project, two_processes, history)
 
 
-def test_two_processes_train_the_vit_as_one_does(runs):
-    projects, _ = runs
-    assert_same_training(projects[1], projects[2], VIT[3])
+@pytest.mark.slow
+@pytest.mark.network
+def test_two_processes_embed_the_very_bytes_one_does(project, two_processes):
+    store = "data/embeddings/imdb"
+    for path in sorted((project / store).iterdir()):
+        assert path.read_bytes() == (two_processes / store / path.name).read_bytes(), path.name
 
 
-def test_two_processes_embed_the_same_bytes_and_train_sentiment_as_one_does(runs):
-    projects, _ = runs
-    for path in sorted((projects[1] / EMBED[3]).iterdir()):
-        assert path.read_bytes() == (projects[2] / EMBED[3] / path.name).read_bytes(), path.name
-    assert_same_training(projects[1], projects[2], SENTIMENT[3])
-
-
-def test_only_rank_0_writes_and_logs_one_run(runs):
-    projects, _ = runs
+@pytest.mark.slow
+@pytest.mark.network
+def test_rank_0_alone_writes_and_logs(two_processes):
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{projects[2] / 'mlflow.db'}")
-    experiments = {e.name: e.experiment_id for e in client.search_experiments()}
+    client = mlflow.MlflowClient(f"sqlite:///{two_processes / 'mlflow.db'}")
     for project in ("fashion", "vit", "sentiment"):
-        (run,) = client.search_runs([experiments[project]])
-        assert run.data.tags["processes"] == "2"
-        assert run.data.metrics["train_loss"] > 0
-    assert not (projects[2] / "checkpoints").exists() or \
-        not any((projects[2] / "checkpoints").iterdir())
+        experiment = client.get_experiment_by_name(project).experiment_id
+        runs = client.search_runs([experiment], filter_string="tags.processes = '2'")
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        assert len(client.get_metric_history(runs[0].info.run_id, "train_loss")) >= 1
+    assert not any((two_processes / "checkpoints").glob("*"))
 
 
 def free_port() -> int:
@@ -208,27 +174,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_on_one_rendezvous_train_as_one_process(runs, raw_data, tmp_path):
-    """Two launches of the stage (1 process each), node 0 and node 1 of one rendezvous on
+def node(folder: Path, project: Path) -> Path:
+    """A folder to run a stage script in, as one node: the project's params and raw data."""
+    (folder / "data/raw").mkdir(parents=True)
+    shutil.copy(project / "params.yaml", folder / "params.yaml")
+    (folder / "data/raw/fashion_mnist").symlink_to(project / "data/raw/fashion_mnist")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_two_nodes_on_one_rendezvous_train_as_one_process(project, tmp_path):
+    """Two launches of train_fashion (1 process each) as node 0 and node 1 of one rendezvous on
     127.0.0.1: node 0 writes what the 1-process run wrote; node 1 writes nothing."""
-    projects, _ = runs
-    nodes = [make_project(tmp_path / f"node{n}", raw_data, 1, VIT_PARAMS) for n in (0, 1)]
+    nodes = [node(tmp_path / f"node{n}", project) for n in (0, 1)]
     topology = {"DLPROJECTS_NNODES": "2", "DLPROJECTS_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}",
                 "GLOO_SOCKET_IFNAME": "lo"}
     launched = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / FASHION[0]),
-                                  *FASHION[1:]], cwd=node, text=True, stderr=subprocess.PIPE,
+                                  *FASHION[1:]], cwd=folder, text=True, stderr=subprocess.PIPE,
                                  env={**tool_env(), **topology, "DLPROJECTS_NODE_RANK": str(n)})
-                for n, node in enumerate(nodes)]
+                for n, folder in enumerate(nodes)]
     errors = [process.communicate(timeout=600)[1] for process in launched]
     assert [process.returncode for process in launched] == [0, 0], errors
-    assert_same_training(projects[1], nodes[0], FASHION[4])
+    assert_same_training(project, nodes[0], FASHION[4])
     assert sorted(path.name for path in nodes[1].iterdir()) == ["data", "params.yaml"]
 
 
-def test_an_unreachable_rendezvous_is_one_line(raw_data, tmp_path):
-    project = make_project(tmp_path / "node1", raw_data, 1)
+@pytest.mark.slow
+@pytest.mark.network
+def test_an_unreachable_rendezvous_is_one_line(project, tmp_path):
+    folder = node(tmp_path / "node1", project)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / FASHION[0]), *FASHION[1:]], cwd=project,
+        [sys.executable, str(ROOT / "pipeline" / FASHION[0]), *FASHION[1:]], cwd=folder,
         env={**tool_env(), "DLPROJECTS_NNODES": "2", "DLPROJECTS_NODE_RANK": "1",
              "DLPROJECTS_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}",
              "DLPROJECTS_RDZV_TIMEOUT": "5"}, capture_output=True, text=True, timeout=300)
@@ -236,69 +213,4 @@ def test_an_unreachable_rendezvous_is_one_line(raw_data, tmp_path):
     assert result.stderr.strip().startswith("error: node 0 did not answer at "
                                             "DLPROJECTS_RDZV_ENDPOINT=127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert sorted(path.name for path in project.iterdir()) == ["data", "params.yaml"]
-
-
-# ------------------------------------------------------------------------- a rank killed
-
-
-def ranks(parent: int) -> dict[int, int]:
-    """{global rank: pid} of the torchrun workers below process `parent`."""
-    found, queue = {}, [parent]
-    while queue:
-        pid = queue.pop()
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        queue += map(int, children)
-        rank = [entry for entry in environ if entry.startswith(b"RANK=")]
-        if rank and any(entry.startswith(b"LOCAL_RANK=") for entry in environ):
-            found[int(rank[0].split(b"=")[1])] = pid
-    return found
-
-
-@pytest.fixture
-def dvc_project(tmp_path):
-    """A git and DVC project of the working tree: train_fashion on all 55,000 images, 3 epochs,
-    as 2 processes."""
-    project = copy_working_tree(tmp_path / "project")
-    params = merge(yaml.safe_load((project / "params.yaml").read_text()), SMOKE)
-    params = merge(params, {"distributed": {"processes": 2},
-                            "train_fashion": {"data": {"train_samples": 0}, "loop": {"epochs": 3}}})
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
-        subprocess.run(command, cwd=project, check=True, capture_output=True)
-    return project
-
-
-def test_a_rank_killed_mid_epoch_resumes_with_dvc_repro(dvc_project, tmp_path):
-    project, checkpoint = dvc_project, dvc_project / "checkpoints/fashion-improved.pt"
-    straight = tmp_path / "straight"
-    repro = ["dvc", "repro", "train_fashion@improved"]
-    subprocess.run(["cp", "-a", str(project), str(straight)], check=True)
-    first = subprocess.Popen(repro, cwd=project, env=tool_env(), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 600
-    while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the checkpoint appears once epoch 1 is done
-    workers = ranks(first.pid)
-    assert sorted(workers) == [0, 1], first.stdout.read() if first.poll() is not None else workers
-    os.kill(workers[1], signal.SIGKILL)  # rank 1, in epoch 2
-    output = first.communicate(timeout=600)[0]
-    assert first.returncode != 0, output
-    assert "Traceback" not in output
-    assert checkpoint.exists()
-
-    resumed = subprocess.run(repro, cwd=project, env=tool_env(), capture_output=True, text=True,
-                             timeout=900)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from checkpoints/fashion-improved.pt after epoch 1" in resumed.stdout + \
-        resumed.stderr
-    assert not checkpoint.exists()  # results safe: nothing left to resume
-    history = "reports/fashion/improved/history.csv"
-    subprocess.run(repro, cwd=straight, env=tool_env(), check=True, capture_output=True,
-                   timeout=900)
-    assert (project / history).read_bytes() == (straight / history).read_bytes()
-    assert len(read_history(project / history)) == 3
+    assert sorted(path.name for path in folder.iterdir()) == ["data", "params.yaml"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, copy_working_tree, tool_env
-from test_pipeline import merge
+from conftest import ROOT, copy_working_tree, merge, tool_env
 from dlprojects import numerics
 
 SCRIPTS = sorted((ROOT / "pipeline").glob("*.py"))
@@ -78,56 +78,52 @@ def _digests(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-SMOKE_STAGES = [  # (params section overrides, script and arguments, outputs to compare)
-    ("train_fashion", ["train_fashion.py", "improved", "data/raw/fashion_mnist",
-                       "models/fashion", "reports/fashion.csv"]),
-    ("train_vit", ["train_vit.py", "data/raw/fashion_mnist", "models/vit", "reports/vit.csv"]),
-    ("embed_imdb", ["embed_imdb.py", "data/raw/imdb", "data/raw/bert", "data/embeddings/imdb"]),
-    ("train_sentiment", ["train_sentiment.py", "data/embeddings/imdb", "models/sentiment",
-                         "reports/sentiment.csv"]),
-]
-
-
-def _train_all(project: Path, env: dict[str, str], stages=SMOKE_STAGES) -> dict[str, str]:
-    """Run the torch stages on smoke params under `env`; digests of everything they wrote."""
-    for folder in ("models", "reports", "checkpoints", "data/embeddings"):
+def _train_fashion(project: Path, env: dict[str, str]) -> dict[str, str]:
+    """train_fashion@improved on smoke params under `env`; digests of what it wrote."""
+    for folder in ("models", "reports", "checkpoints"):
         subprocess.run(["rm", "-rf", str(project / folder)], check=True)
-    for _, (script, *arguments) in stages:
-        result = subprocess.run([sys.executable, f"pipeline/{script}", *arguments], cwd=project,
-                                env={**tool_env(), **env}, capture_output=True, text=True)
-        assert result.returncode == 0, f"{script}: {result.stderr[-2000:]}"
-    return {**_digests(project / "models"), **_digests(project / "reports"),
-            **_digests(project / "data/embeddings")}
+    result = subprocess.run([sys.executable, "pipeline/train_fashion.py", "improved",
+                             "data/raw/fashion_mnist", "models/fashion", "reports/fashion.csv"],
+                            cwd=project, env={**tool_env(), **env}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {**_digests(project / "models"), **_digests(project / "reports")}
 
 
 @pytest.mark.slow
+@pytest.mark.network
 @pytest.mark.skipif(not numerics.pinned(), reason="this CPU has no AVX2 to pin to")
-def test_same_bytes_under_two_isa_ceilings(tmp_path, raw_data):
+def test_same_bytes_under_two_isa_ceilings(project, raw_data, tmp_path):
     """Fashion MLP (MKL GEMM, batch norm), ViT (oneDNN convolution, attention), frozen BERT and
-    the bi-GRU: the same model, history and embedding bytes with MKL on this CPU's best
-    instructions and capped at AVX2. Unpinned, the two differ on an AVX-512 CPU (the control,
-    on the fashion MLP)."""
-    project = copy_working_tree(tmp_path / "project")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text())
-    for section, _ in SMOKE_STAGES:
-        params[section] = merge(params[section], smoke.get(section, {}))
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (project / "data/raw").mkdir(parents=True)
-    for name in ("fashion_mnist", "imdb", "bert"):
-        (project / "data/raw" / name).symlink_to(raw_data / name)
-
-    best = _train_all(project, {})
-    capped = _train_all(project, {"MKL_ENABLE_INSTRUCTIONS": "AVX2"})
-    assert len(best) >= 8
-    assert best == capped, [name for name in best if best[name] != capped.get(name)]
+    the bi-GRU: the same model, history and embedding bytes with MKL capped at AVX2 as the smoke
+    pipeline (conftest) made on this CPU's best instructions. Unpinned, the two differ on an
+    AVX-512 CPU (the control, on the fashion MLP)."""
+    capped = tmp_path / "capped"
+    shutil.copytree(project, capped, symlinks=True)
+    result = subprocess.run(["dvc", "repro", "--force", "-s", "train_fashion@improved",
+                             "train_vit", "embed_imdb", "train_sentiment"], cwd=capped,
+                            env={**tool_env(), "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs = ["models/fashion/improved", "models/vit", "models/sentiment", "data/embeddings",
+               "reports/fashion/improved/history.csv", "reports/vit/history.csv",
+               "reports/sentiment/history.csv"]
+    best, cap = ({name: _digests(root / name) if (root / name).is_dir()
+                  else hashlib.sha256((root / name).read_bytes()).hexdigest()
+                  for name in outputs} for root in (project, capped))
+    assert best == cap, [name for name in best if best[name] != cap[name]]
 
     if probe(DLPROJECTS_NUMERICS="native")["aten"] != "AVX512":
         return  # the control needs a CPU whose best is wider than AVX2
-    fashion = SMOKE_STAGES[:1]  # the control needs one stage only
-    native_best = _train_all(project, {"DLPROJECTS_NUMERICS": "native"}, fashion)
-    native_capped = _train_all(project, {"DLPROJECTS_NUMERICS": "native",
-                                         "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-                                         "ATEN_CPU_CAPABILITY": "avx2"}, fashion)
+    project = copy_working_tree(tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text())
+    params["train_fashion"] = merge(params["train_fashion"], smoke["train_fashion"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / "data/raw").mkdir(parents=True)
+    (project / "data/raw/fashion_mnist").symlink_to(raw_data / "fashion_mnist")
+    native_best = _train_fashion(project, {"DLPROJECTS_NUMERICS": "native"})
+    native_capped = _train_fashion(project, {"DLPROJECTS_NUMERICS": "native",
+                                             "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                                             "ATEN_CPU_CAPABILITY": "avx2"})
     assert native_best != native_capped
 

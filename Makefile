@@ -60,8 +60,10 @@ browser:
 		|| { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
 		     $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }; } >/dev/null
 
+# two workers: the smoke-pipeline tests on one, the rest beside them (conftest.py)
+TEST_WORKERS ?= 2
 test: setup browser
-	pytest
+	pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup
 	pytest -m "not slow"

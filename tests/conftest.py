@@ -90,6 +90,15 @@ def own_tracking_store(monkeypatch):
 # ------------------------------------------------------------------ the smoke pipeline, once
 
 
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n N --dist loadgroup` (make test), the tests on the smoke pipeline run on one
+    worker, in file order, so it is built once and each test finds it as the ones before it left
+    it; the other tests spread over the other workers."""
+    for item in items:
+        if "project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke-pipeline"))
+
+
 def merge(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():

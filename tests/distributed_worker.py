@@ -1,11 +1,17 @@
-"""Run by `torchrun --nproc-per-node 2` from test_distributed: each rank computes its share with
-the distributed layers, and rank 0 writes what the one-process layers give on the whole batch
-beside what the ranks gave together, for the test to compare."""
+"""Run by `torchrun` from test_distributed.
+
+    distributed_worker.py layers OUT.json       each rank computes its share with the distributed
+        layers; rank 0 writes how far what the ranks gave together is from the one-process
+        layers on the whole batch
+    distributed_worker.py fit FOLDER EPOCHS [STOP]   `training.fit` on a small problem with batch
+        norm and dropout, checkpointing to FOLDER; STOP: an error after that epoch (a crash)
+"""
 
 import dlprojects  # noqa: F401  first: pins the CPU numerics
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -13,6 +19,10 @@ from torch import nn
 
 from dlprojects.distributed import World, bounds, global_batch, init
 from dlprojects.distributed.layers import shard_dropout, sync_batch_norm
+from dlprojects.history import history_writer
+from dlprojects.resume import Checkpoint
+from dlprojects.runtime import Runtime, seed_everything
+from dlprojects.training import TensorBatches, fit
 
 
 def gathered(tensor: torch.Tensor, world: World) -> torch.Tensor:
@@ -63,11 +73,40 @@ def compare(world: World, rows: int) -> dict:
     }
 
 
+class Crash(Exception):
+    pass
+
+
+def fit_small(folder: Path, epochs: int, stop: int | None) -> None:
+    world, device = init(torch.device("cpu"))
+    generator = seed_everything(0)
+    inputs = torch.randn(600, 8, generator=torch.Generator().manual_seed(0))
+    labels = inputs[:, :3].argmax(dim=1)
+    model = nn.Sequential(nn.Linear(8, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
+                          nn.Dropout(0.2), nn.Linear(32, 3))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    def on_epoch(epoch, metrics):
+        if epoch == stop:
+            raise Crash(f"crash after epoch {epoch}")
+
+    runtime = Runtime(device=device, generator=generator, epochs=epochs, amp=False, world=world)
+    fit(model, runtime, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
+        train=TensorBatches(inputs[:500], labels[:500], 50, shuffle=True),
+        evals={"val": TensorBatches(inputs[500:], labels[500:], 50)},
+        checkpoint=Checkpoint(folder / "checkpoint.pt", "small"), on_epoch=on_epoch,
+        on_history=history_writer(folder / "history.csv"))
+
+
 def main() -> None:
+    if sys.argv[1] == "fit":
+        fit_small(Path(sys.argv[2]), int(sys.argv[3]),
+                  int(sys.argv[4]) if len(sys.argv) > 4 else None)
+        return
     world, _ = init(torch.device("cpu"))
     results = {rows: compare(world, rows) for rows in (16, 7)}  # 7: shares of 4 and 3
     if world.main:
-        with open(sys.argv[1], "w") as f:
+        with open(sys.argv[2], "w") as f:
             json.dump(results, f)
 
 

@@ -51,18 +51,41 @@ def test_sharded_dropout_cuts_the_one_process_mask_into_the_ranks_shares():
     assert torch.equal(torch.cat(parts), expected)
 
 
-def test_batch_norm_and_dropout_over_two_processes_equal_one(tmp_path):
-    """Forward, backward and running statistics over shares of 8 + 8 and 4 + 3 samples."""
+def worker(processes: int, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """tests/distributed_worker.py `args` as `processes` torchrun processes."""
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(ROOT / "tests/distributed_worker.py"), str(tmp_path / "out.json")],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+         str(processes), str(ROOT / "tests/distributed_worker.py"), *args],
         env={**tool_env(), "GLOO_SOCKET_IFNAME": "lo"}, capture_output=True, text=True,
         timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 or not check, result.stderr[-3000:]
+    return result
+
+
+def test_batch_norm_and_dropout_over_two_processes_equal_one(tmp_path):
+    """Forward, backward and running statistics over shares of 8 + 8 and 4 + 3 samples."""
+    worker(2, "layers", str(tmp_path / "out.json"))
     for rows, differences in json.loads((tmp_path / "out.json").read_text()).items():
         scale = differences.pop("scale")
         assert scale > 0.5, rows  # outputs of the usual size: the bound below means something
         assert max(differences.values()) < 1e-5, (rows, differences)
+
+
+def test_a_checkpoint_of_two_processes_resumes_as_one_or_two(tmp_path):
+    """The loop's state does not depend on the number of processes: a 2-process run that crashed
+    at the end of epoch 2, before its checkpoint, ends, resumed by 2 processes, in the bytes of a
+    run never stopped, and resumed by 1, in the same accuracies (losses to float rounding)."""
+    worker(2, "fit", str(tmp_path / "straight"), "4")
+    for processes in (2, 1):
+        folder = tmp_path / f"resumed-by-{processes}"
+        crashed = worker(2, "fit", str(folder), "4", "2", check=False)
+        assert crashed.returncode != 0 and "crash after epoch 2" in crashed.stderr
+        resumed = worker(processes, "fit", str(folder), "4")
+        assert "checkpoint.pt after epoch 1" in resumed.stderr, resumed.stderr[-2000:]
+    straight = (tmp_path / "straight/history.csv").read_bytes()
+    assert (tmp_path / "resumed-by-2/history.csv").read_bytes() == straight
+    assert_same_training(tmp_path / "straight", tmp_path / "resumed-by-1", "history.csv")
+    assert len(read_history(tmp_path / "straight/history.csv")) == 4
 
 
 @pytest.mark.parametrize(("value", "message"), [

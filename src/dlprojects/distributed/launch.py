@@ -67,6 +67,7 @@ def launch(setting: int | str) -> None:
     if processes == 1 and _topology()[0] == 1:
         return
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous import RendezvousError
 
@@ -80,6 +81,9 @@ def launch(setting: int | str) -> None:
           f"(torchrun {' '.join(torchrun_arguments(processes, ['...']))})", file=sys.stderr)
     try:
         torchrun.run(args)
+    except SignalException:  # Ctrl-C or a kill: the ranks were stopped, the checkpoint stays
+        print("error: interrupted; run the stage again to resume", file=sys.stderr)
+        raise SystemExit(130) from None
     except ChildFailedError as failure:  # each rank has already said why, in one line
         _, first = failure.get_first_failure()
         raise SystemExit(first.exitcode if first.exitcode > 0 else 1) from None

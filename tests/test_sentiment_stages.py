@@ -11,8 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, committed
-from test_pipeline import merge
+from conftest import ROOT, committed, merge
 from test_sentiment import write_tiny_bert, write_tiny_imdb
 
 pytestmark = pytest.mark.slow
@@ -24,6 +23,7 @@ SMALL = {  # over the committed params: the tiny BERT, few reviews, a small head
     "train_sentiment": {"hidden_size": 16, "projection": 8, "patience": 2,
                         "loop": {"epochs": 3, "batch_size": 8, "device": "cpu", "threads": 1}},
     "evaluate_sentiment": {"examples": 6, "device": "cpu", "threads": 1, "log_model": True},
+    "distributed": {},  # as committed: one process on the CPU
 }
 PARAMS = {section: merge(committed(section), values) for section, values in SMALL.items()}
 

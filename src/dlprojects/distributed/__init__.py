@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,28 @@ def init(device: torch.device) -> tuple[World, torch.device]:
                             f"({str(error).splitlines()[0][:160]}); check {ENDPOINT} and that "
                             f"every node can reach it") from None
         atexit.register(dist.destroy_process_group)
+        _one_line_when_a_peer_is_lost(world)
     return world, device
+
+
+def _one_line_when_a_peer_is_lost(world: World) -> None:
+    """A rank whose collective fails because another rank stopped (killed, or its own error)
+    says so in one line instead of a traceback; torchrun then stops the run, and the stage
+    resumes from its last checkpoint when run again."""
+    default = sys.excepthook
+
+    def hook(kind, error, trace):
+        message = str(error)
+        if issubclass(kind, RuntimeError) and (isinstance(error, dist.DistError) or any(
+                word in message for word in ("Connection reset", "Connection closed", "gloo",
+                                             "NCCL"))):
+            print(f"error: rank {world.rank} lost the other processes "
+                  f"({message.strip().splitlines()[0][:120]}); another rank stopped: run the "
+                  f"stage again to resume from its last checkpoint", file=sys.stderr)
+            return
+        default(kind, error, trace)
+
+    sys.excepthook = hook
 
 
 # ---------------------------------------------------------------------------------- the work

@@ -60,10 +60,11 @@ browser:
 		|| { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
 		     $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }; } >/dev/null
 
-# two workers: the smoke-pipeline tests on one, the rest beside them (conftest.py)
+# two workers, a test file to each in turn: test_pipeline.py (the smoke pipeline, built once, each
+# test building on the one before) on one, the other files beside it
 TEST_WORKERS ?= 2
 test: setup browser
-	pytest -n $(TEST_WORKERS) --dist loadgroup
+	pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	pytest -m "not slow"

@@ -90,15 +90,6 @@ def own_tracking_store(monkeypatch):
 # ------------------------------------------------------------------ the smoke pipeline, once
 
 
-def pytest_collection_modifyitems(items):
-    """Under `pytest -n N --dist loadgroup` (make test), the tests on the smoke pipeline run on one
-    worker, in file order, so it is built once and each test finds it as the ones before it left
-    it; the other tests spread over the other workers."""
-    for item in items:
-        if "project" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke-pipeline"))
-
-
 def merge(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
@@ -115,8 +106,8 @@ def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
-    """A clone of the working tree with smoke-sized params, after a full `dvc repro`: built once
-    per session (test_distributed compares with it, then test_pipeline goes on with it)."""
+    """A clone of the working tree with smoke-sized params, after a full `dvc repro`
+    (test_pipeline's tests build on it, in file order)."""
     top = tmp_path_factory.mktemp("e2e")
     clone = top / "dlprojects"
     copy_working_tree(clone)

@@ -7,15 +7,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, copy_working_tree, merge, tool_env
+from conftest import ROOT, tool_env
 from dlprojects import numerics
 
 SCRIPTS = sorted((ROOT / "pipeline").glob("*.py"))
@@ -88,42 +86,4 @@ def _train_fashion(project: Path, env: dict[str, str]) -> dict[str, str]:
     assert result.returncode == 0, result.stderr[-2000:]
     return {**_digests(project / "models"), **_digests(project / "reports")}
 
-
-@pytest.mark.slow
-@pytest.mark.network
-@pytest.mark.skipif(not numerics.pinned(), reason="this CPU has no AVX2 to pin to")
-def test_same_bytes_under_two_isa_ceilings(project, raw_data, tmp_path):
-    """Fashion MLP (MKL GEMM, batch norm), ViT (oneDNN convolution, attention), frozen BERT and
-    the bi-GRU: the same model, history and embedding bytes with MKL capped at AVX2 as the smoke
-    pipeline (conftest) made on this CPU's best instructions. Unpinned, the two differ on an
-    AVX-512 CPU (the control, on the fashion MLP)."""
-    capped = tmp_path / "capped"
-    shutil.copytree(project, capped, symlinks=True)
-    result = subprocess.run(["dvc", "repro", "--force", "-s", "train_fashion@improved",
-                             "train_vit", "embed_imdb", "train_sentiment"], cwd=capped,
-                            env={**tool_env(), "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-                            capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stderr[-2000:]
-    outputs = ["models/fashion/improved", "models/vit", "models/sentiment", "data/embeddings",
-               "reports/fashion/improved/history.csv", "reports/vit/history.csv",
-               "reports/sentiment/history.csv"]
-    best, cap = ({name: _digests(root / name) if (root / name).is_dir()
-                  else hashlib.sha256((root / name).read_bytes()).hexdigest()
-                  for name in outputs} for root in (project, capped))
-    assert best == cap, [name for name in best if best[name] != cap[name]]
-
-    if probe(DLPROJECTS_NUMERICS="native")["aten"] != "AVX512":
-        return  # the control needs a CPU whose best is wider than AVX2
-    project = copy_working_tree(tmp_path / "project")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text())
-    params["train_fashion"] = merge(params["train_fashion"], smoke["train_fashion"])
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (project / "data/raw").mkdir(parents=True)
-    (project / "data/raw/fashion_mnist").symlink_to(raw_data / "fashion_mnist")
-    native_best = _train_fashion(project, {"DLPROJECTS_NUMERICS": "native"})
-    native_capped = _train_fashion(project, {"DLPROJECTS_NUMERICS": "native",
-                                             "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-                                             "ATEN_CPU_CAPABILITY": "avx2"})
-    assert native_best != native_capped
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,7 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import OFFLINE, ROOT, merge, run, tool_env
+from conftest import OFFLINE, ROOT, copy_working_tree, merge, run, tool_env
+from dlprojects import numerics
+from test_distributed import FASHION, assert_same_training, free_port, node
+from test_numerics import _digests, _train_fashion, probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -55,6 +59,117 @@ def test_repro_runs_every_stage_and_a_second_repro_has_nothing_to_do(project):
     assert "Data and pipelines are up to date." in again.stdout
     print(f"no-op dvc repro: {seconds:.1f} s")
     assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+
+# ----------------------------------------- the torch stages as 2 processes, and on 2 "nodes"
+# (before any test below changes the project)
+
+
+@pytest.fixture(scope="module")
+def two_processes(project, tmp_path_factory) -> Path:
+    """The smoke project (conftest: trained as 1 process) with its torch stages run again as 2
+    processes, by `dvc repro` (`distributed.processes: 2`)."""
+    copy = tmp_path_factory.mktemp("distributed") / "project"
+    shutil.copytree(project, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    (copy / "params.yaml").write_text(yaml.safe_dump(
+        merge(params, {"distributed": {"processes": 2}}), sort_keys=False))
+    result = run(["dvc", "repro", "--force", "-s", "train_fashion@improved", "train_vit",
+                  "embed_imdb", "train_sentiment"], copy, timeout=1800)
+    assert result.stdout.count("2 processes on this node") + \
+        result.stderr.count("2 processes on this node") == 4
+    return copy
+
+
+@pytest.mark.parametrize("history", ["reports/fashion/improved/history.csv",
+                                     "reports/vit/history.csv", "reports/sentiment/history.csv"])
+def test_two_processes_train_as_one_does(project, two_processes, history):
+    assert_same_training(project, two_processes, history)
+
+
+def test_two_processes_embed_the_very_bytes_one_does(project, two_processes):
+    store = "data/embeddings/imdb"
+    for path in sorted((project / store).iterdir()):
+        assert path.read_bytes() == (two_processes / store / path.name).read_bytes(), path.name
+
+
+def test_rank_0_alone_writes_and_logs(two_processes):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{two_processes / 'mlflow.db'}")
+    for project in ("fashion", "vit", "sentiment"):
+        experiment = client.get_experiment_by_name(project).experiment_id
+        runs = client.search_runs([experiment], filter_string="tags.processes = '2'")
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        assert len(client.get_metric_history(runs[0].info.run_id, "train_loss")) >= 1
+    assert not any((two_processes / "checkpoints").glob("*"))
+
+
+def test_two_nodes_on_one_rendezvous_train_as_one_process(project, tmp_path):
+    """Two launches of train_fashion (1 process each) as node 0 and node 1 of one rendezvous on
+    127.0.0.1: node 0 writes what the 1-process run wrote; node 1 writes nothing."""
+    nodes = [node(tmp_path / f"node{n}", project) for n in (0, 1)]
+    topology = {"DLPROJECTS_NNODES": "2", "DLPROJECTS_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}",
+                "GLOO_SOCKET_IFNAME": "lo"}
+    launched = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / FASHION[0]),
+                                  *FASHION[1:]], cwd=folder, text=True, stderr=subprocess.PIPE,
+                                 env={**tool_env(), **topology, "DLPROJECTS_NODE_RANK": str(n)})
+                for n, folder in enumerate(nodes)]
+    errors = [process.communicate(timeout=600)[1] for process in launched]
+    assert [process.returncode for process in launched] == [0, 0], errors
+    assert_same_training(project, nodes[0], FASHION[4])
+    assert sorted(path.name for path in nodes[1].iterdir()) == ["data", "params.yaml"]
+
+
+def test_an_unreachable_rendezvous_is_one_line(project, tmp_path):
+    folder = node(tmp_path / "node1", project)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / FASHION[0]), *FASHION[1:]], cwd=folder,
+        env={**tool_env(), "DLPROJECTS_NNODES": "2", "DLPROJECTS_NODE_RANK": "1",
+             "DLPROJECTS_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}",
+             "DLPROJECTS_RDZV_TIMEOUT": "5"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: node 0 did not answer at "
+                                            "DLPROJECTS_RDZV_ENDPOINT=127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["data", "params.yaml"]
+
+
+@pytest.mark.skipif(not numerics.pinned(), reason="this CPU has no AVX2 to pin to")
+def test_same_bytes_under_two_isa_ceilings(project, raw_data, tmp_path):
+    """Fashion MLP (MKL GEMM, batch norm), ViT (oneDNN convolution, attention), frozen BERT and
+    the bi-GRU: the same model, history and embedding bytes with MKL capped at AVX2 as the smoke
+    pipeline (conftest) made on this CPU's best instructions. Unpinned, the two differ on an
+    AVX-512 CPU (the control, on the fashion MLP)."""
+    capped = tmp_path / "capped"
+    shutil.copytree(project, capped, symlinks=True)
+    result = subprocess.run(["dvc", "repro", "--force", "-s", "train_fashion@improved",
+                             "train_vit", "embed_imdb", "train_sentiment"], cwd=capped,
+                            env={**tool_env(), "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs = ["models/fashion/improved", "models/vit", "models/sentiment", "data/embeddings",
+               "reports/fashion/improved/history.csv", "reports/vit/history.csv",
+               "reports/sentiment/history.csv"]
+    best, cap = ({name: _digests(root / name) if (root / name).is_dir()
+                  else hashlib.sha256((root / name).read_bytes()).hexdigest()
+                  for name in outputs} for root in (project, capped))
+    assert best == cap, [name for name in best if best[name] != cap[name]]
+
+    if probe(DLPROJECTS_NUMERICS="native")["aten"] != "AVX512":
+        return  # the control needs a CPU whose best is wider than AVX2
+    project = copy_working_tree(tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text())
+    params["train_fashion"] = merge(params["train_fashion"], smoke["train_fashion"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / "data/raw").mkdir(parents=True)
+    (project / "data/raw/fashion_mnist").symlink_to(raw_data / "fashion_mnist")
+    native_best = _train_fashion(project, {"DLPROJECTS_NUMERICS": "native"})
+    native_capped = _train_fashion(project, {"DLPROJECTS_NUMERICS": "native",
+                                             "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                                             "ATEN_CPU_CAPABILITY": "avx2"})
+    assert native_best != native_capped
 
 
 def test_metrics_plots_and_mlflow_runs_exist(project):

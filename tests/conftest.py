@@ -6,6 +6,7 @@ import dlprojects  # noqa: F401  first: the test process runs the pinned numeric
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,13 @@ def own_tracking_store(monkeypatch):
     """No MLFLOW_TRACKING_URI from the shell or from an earlier test (`mlflow.set_tracking_uri`
     exports it, and stage subprocesses would inherit it): each test names its own store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # ------------------------------------------------------------------ the smoke pipeline, once

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,12 +142,6 @@ def assert_same_training(one: Path, two: Path, history: str) -> float:
                  if key.endswith("loss"))
     assert losses < 1e-4, losses
     return losses
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node(folder: Path, project: Path) -> Path:

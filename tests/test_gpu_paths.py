@@ -15,17 +15,12 @@ from dlprojects.resume import Checkpoint
 from dlprojects.runtime import Runtime, seed_everything
 from dlprojects.training import TensorBatches, evaluate, fit, predict
 from dlprojects.vit.model import ViT
-
-
-def problem() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(512, 8, generator=generator)
-    return inputs, (inputs[:, :4].argmax(dim=1))
+from test_training import _problem
 
 
 def train(tmp_path, *, amp: bool, batch_size: int = 64, epochs: int = 4):
     generator = seed_everything(0)
-    inputs, labels = problem()
+    inputs, labels = _problem()
     model = nn.Sequential(nn.Linear(8, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.1),
                           nn.Linear(64, 4))
     runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=epochs, amp=amp)
@@ -41,7 +36,7 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     model, result = train(tmp_path, amp=True)
     dtypes = []
     model[0].register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
-    inputs, labels = problem()
+    inputs, labels = _problem()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model.eval()(inputs)
     assert dtypes == [torch.bfloat16]  # the path CUDA takes: matmuls in bf16

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import OFFLINE, ROOT, copy_working_tree, merge, run, tool_env
+from conftest import OFFLINE, ROOT, copy_working_tree, free_port, merge, run, tool_env
 from dlprojects import numerics
-from test_distributed import FASHION, assert_same_training, free_port, node
+from test_distributed import FASHION, assert_same_training, node
 from test_numerics import _digests, _train_fashion, probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]

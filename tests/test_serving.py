@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, committed, tool_env
+from conftest import ROOT, committed, free_port, tool_env
 from mlflow.exceptions import MlflowException
 from test_registry import write_model
 from test_sentiment import write_tiny_bert
@@ -196,12 +195,6 @@ def test_logged_models_declare_pinned_requirements_and_carry_no_pickle(store):
 
 
 # ------------------------------------------------------------------------------------- over HTTP
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def post(url: str, body: bytes | dict) -> tuple[int, dict]:

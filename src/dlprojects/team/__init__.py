@@ -1,0 +1,75 @@
+"""A team's servers on one machine, under `.team/` (gitignored): PostgreSQL as MLflow's backend
+store, a SeaweedFS S3 store for MLflow's artifacts and the DVC remote `team`, and `mlflow server`
+with basic-auth logins, each bound to 127.0.0.1.
+
+    python -m dlprojects.team up       # start (or check) all three; make team-up
+    python -m dlprojects.team down     # stop them; the data stays
+    python -m dlprojects.team env      # the variables that point a shell at them
+
+Secrets are generated on the first `up` and kept in `.team/credentials.env` (mode 0600): the
+MLflow admin's password, the S3 keys, PostgreSQL's password and Flask's secret key. Nothing has a
+default password. Ports: the defaults below, or DLPROJECTS_TEAM_<NAME>_PORT.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlprojects.errors import UserError
+
+PORTS = {"postgres": 15432, "s3": 18333, "mlflow": 15000, "seaweed": 19333}
+SECRETS = ("MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+           "POSTGRES_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+ADMIN = "admin"
+BUCKETS = ("mlflow", "dvc")
+
+
+@dataclass(frozen=True)
+class Team:
+    """Where the team's servers keep their data, logs and secrets, and their ports."""
+
+    root: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.root / ".team"
+
+    def port(self, name: str) -> int:
+        value = os.environ.get(f"DLPROJECTS_TEAM_{name.upper()}_PORT", str(PORTS[name]))
+        if not value.isdigit():
+            raise UserError(f"DLPROJECTS_TEAM_{name.upper()}_PORT={value!r} is not a port number")
+        return int(value)
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port('mlflow')}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port('s3')}"
+
+    def credentials(self, create: bool = False) -> dict[str, str]:
+        """The secrets of .team/credentials.env; generated (once) when `create`."""
+        path = self.folder / "credentials.env"
+        if not path.exists():
+            if not create:
+                raise UserError(f"{path} not found; start the team's servers with `make team-up`")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            values = {name: secrets.token_urlsafe(24) for name in SECRETS}
+            values["AWS_ACCESS_KEY_ID"] = secrets.token_hex(10).upper()
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as f:
+                f.write("".join(f"{name}={value}\n" for name, value in values.items()))
+        lines = path.read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    def client_env(self) -> dict[str, str]:
+        """What points the stages, the registry, serving, lineage and DVC at the servers."""
+        values = self.credentials()
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_TRACKING_USERNAME": ADMIN,
+                "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_TRACKING_PASSWORD"],
+                "AWS_ACCESS_KEY_ID": values["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": values["AWS_SECRET_ACCESS_KEY"]}

@@ -1,0 +1,31 @@
+"""python -m dlprojects.team up | down | env (see `dlprojects.team`)."""
+
+import argparse
+from pathlib import Path
+
+from dlprojects.errors import run_main
+from dlprojects.lineage import project_root
+from dlprojects.team import Team
+from dlprojects.team.servers import down, up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m dlprojects.team", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "env"])
+    args = parser.parse_args()
+    team = Team(Path(project_root()))
+    if args.command == "up":
+        up(team)
+        print(f"team servers up: MLflow {team.tracking_uri} (user admin), S3 {team.s3_endpoint}, "
+              f"PostgreSQL 127.0.0.1:{team.port('postgres')}; `eval $(python -m dlprojects.team "
+              f"env)` points this shell at them")
+    elif args.command == "down":
+        down(team)
+        print("team servers stopped; their data stays in .team/")
+    else:
+        for name, value in team.client_env().items():
+            print(f"export {name}={value}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -31,6 +31,10 @@ class TrackingUnavailable(UserError):
     """The MLflow tracking server did not answer."""
 
 
+class TrackingUnauthorized(UserError):
+    """The MLflow tracking server refused the login."""
+
+
 def _main_rank_only(function):
     """Rank 0 logs; the other ranks of a distributed run log nothing (one run, not N)."""
 
@@ -69,6 +73,30 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingUnavailable(
             f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
             f"MLFLOW_TRACKING_URI to track into the local sqlite:///mlflow.db") from None
+    check_login(uri, timeout)
+
+
+def check_login(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when a server with logins refuses MLFLOW_TRACKING_USERNAME/PASSWORD (a server
+    without logins lets every request in)."""
+    import base64
+
+    request = urllib.request.Request(
+        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = (os.environ.get("MLFLOW_TRACKING_USERNAME"),
+                      os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            who = f"user {user!r}" if user and password else "no login"
+            raise TrackingUnauthorized(
+                f"MLflow tracking server {uri} refused {who} ({error.code}); set "
+                f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (for the team's "
+                f"servers: eval $(python -m dlprojects.team env))") from None
 
 
 def connect(project: str | None = None):

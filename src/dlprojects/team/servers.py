@@ -53,6 +53,9 @@ def _as_owner(command: list[str], *paths: Path) -> list[str]:
         return command
     for path in paths:
         shutil.chown(path, "postgres", "postgres")
+        if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-r", str(path)]).returncode:
+            raise UserError(f"PostgreSQL runs as user postgres, which cannot reach {path}: let "
+                            f"others into its parent folders (chmod o+x), or run as another user")
     return ["runuser", "-u", "postgres", "--", *command]
 
 

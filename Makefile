@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MPLBAC
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PYTHONUNBUFFERED=1
 
-.PHONY: setup browser repro seeds full-size gpu-check test test-fast ui clean
+.PHONY: setup browser repro seeds full-size gpu-check team-up team-down test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,15 @@ full-size: setup
 # size for 50 steps (samples/s, memory, MFU); writes reports/gpu_check.md
 gpu-check: setup
 	python benchmarks/gpu_check.py
+
+# A team's servers on 127.0.0.1, data under .team/ (gitignored): PostgreSQL, an S3 store
+# (SeaweedFS), mlflow server with logins; DVC remote `team`. `eval $$(python -m dlprojects.team env)`
+# points a shell at them
+team-up: setup
+	python -m dlprojects.team up
+
+team-down: setup
+	python -m dlprojects.team down
 
 # Debian's chromium, for the browser tests (MLflow UI, report page)
 browser:

@@ -55,7 +55,7 @@ gpu-check: setup
 	python benchmarks/gpu_check.py
 
 # A team's servers on 127.0.0.1, data under .team/ (gitignored): PostgreSQL, an S3 store
-# (SeaweedFS), mlflow server with logins; DVC remote `team`. `eval $$(python -m dlprojects.team env)`
+# (SeaweedFS), mlflow server with logins; DVC remote `team`. `eval $(python -m dlprojects.team env)`
 # points a shell at them
 team-up: setup
 	python -m dlprojects.team up

@@ -147,9 +147,14 @@ def _running(team: Team, name: str) -> int | None:
     if not path.exists():
         return None
     pid = int(path.read_text())
+    stat = Path(f"/proc/{pid}/stat")
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        # a killed server nobody has reaped yet (its parent gone, no init to reap it) is gone too
+        alive = not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        alive = False
+    if not alive:
         path.unlink()
         return None
     return pid
@@ -214,7 +219,8 @@ def start_mlflow(team: Team) -> None:
     config = team.folder / "basic_auth.ini"
     config.write_text(f"[mlflow]\ndefault_permission = READ\n"
                       f"database_uri = {database}/mlflow_auth\nadmin_username = {ADMIN}\n"
-                      f"authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                      "authorization_function = "
+                      "mlflow.server.auth:authenticate_request_basic_auth\n")
     config.chmod(0o600)
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(config),
            "MLFLOW_AUTH_ADMIN_PASSWORD": values["MLFLOW_TRACKING_PASSWORD"],
@@ -258,10 +264,16 @@ def stop(team: Team, name: str, seconds: float = 30) -> None:
     (team.folder / f"{name}.pid").unlink(missing_ok=True)
 
 
-def up(team: Team) -> None:
-    start_postgres(team)
-    start_s3(team)
-    start_mlflow(team)
+SERVERS = ("postgres", "s3", "mlflow")  # in the order they start: each needs the ones before
+
+
+def up(team: Team, names=SERVERS) -> None:
+    """Start those of `names` that are not running (the others are checked), then give DVC remote
+    `team` its keys."""
+    starts = {"postgres": start_postgres, "s3": start_s3, "mlflow": start_mlflow}
+    for name in SERVERS:
+        if name in names:
+            starts[name](team)
     _dvc_credentials(team)
 
 
@@ -277,7 +289,10 @@ def _dvc_credentials(team: Team) -> None:
                        check=True, capture_output=True)
 
 
-def down(team: Team) -> None:
-    stop(team, "mlflow")
-    stop(team, "s3")
-    stop_postgres(team)
+def down(team: Team, names=SERVERS) -> None:
+    for name in reversed(SERVERS):
+        if name in names:
+            if name == "postgres":
+                stop_postgres(team)
+            else:
+                stop(team, name)

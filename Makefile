@@ -69,11 +69,12 @@ browser:
 		|| { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
 		     $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }; } >/dev/null
 
-# two workers, a test file to each in turn: test_pipeline.py (the smoke pipeline, built once, each
-# test building on the one before) on one, the other files beside it
+# two workers, a test file to each in turn, the longest first (tests/conftest.py): test_pipeline.py
+# (the smoke pipeline, built once, each test building on the one before) on one, test_team.py (two
+# clones against the team's servers) on the other, the other files beside them
 TEST_WORKERS ?= 2
 test: setup browser
-	pytest -n $(TEST_WORKERS) --dist loadfile
+	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
 	pytest -m "not slow"

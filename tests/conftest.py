@@ -63,6 +63,19 @@ def offline_mirrors(source):
     return replace(source, mirrors=tuple(m for m in source.mirrors if not isinstance(m[0], Url)))
 
 
+# The files that take minutes, each building a smoke pipeline of its own: `make test` runs them
+# first, one to a worker, and the other files fill in beside them (with --no-loadscope-reorder)
+LONGEST_FIRST = ("test_pipeline.py", "test_team.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
 @pytest.fixture(scope="session")
 def raw_data(tmp_path_factory) -> Path:
     """data/raw/<name> for every source, fetched for real from the offline mirrors, once."""
@@ -112,12 +125,8 @@ def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="session")
-def project(tmp_path_factory) -> Path:
-    """A clone of the working tree with smoke-sized params, after a full `dvc repro`
-    (test_pipeline's tests build on it, in file order)."""
-    top = tmp_path_factory.mktemp("e2e")
-    clone = top / "dlprojects"
+def smoke_clone(clone: Path) -> Path:
+    """A git repository at `clone` of the working tree, with smoke-sized params committed."""
     copy_working_tree(clone)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text()) or {}
@@ -125,5 +134,13 @@ def project(tmp_path_factory) -> Path:
     run(["git", "init", "-q"], clone)
     run(["git", "add", "-A"], clone)
     run(["git", "commit", "-qm", "smoke"], clone)
+    return clone
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """A clone of the working tree with smoke-sized params, after a full `dvc repro`
+    (test_pipeline's tests build on it, in file order)."""
+    clone = smoke_clone(tmp_path_factory.mktemp("e2e") / "dlprojects")
     run(["dvc", "repro"], clone, timeout=1800)
     return clone

@@ -1,22 +1,30 @@
 """The team's servers (`python -m dlprojects.team`): PostgreSQL, a SeaweedFS S3 store and `mlflow
-server` with logins, all on 127.0.0.1 under a project's .team/, and no one getting in who should
-not."""
+server` with logins, all on 127.0.0.1 under a project's .team/; no one getting in who should not;
+two clones sharing runs, models and data through them, through restarts and at the same time
+(the tests build on each other, in file order)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import csv
 import json
+import os
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import copy_working_tree, tool_env
+from conftest import copy_working_tree, run, smoke_clone, tool_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -126,9 +134,269 @@ def test_artifacts_go_through_the_server_to_the_s3_store(team, tmp_path):
     _, env, values = team
     script = ("import mlflow, sys\nmlflow.set_experiment('artifacts')\n"
               "with mlflow.start_run() as run:\n    mlflow.log_text('hello', 'a.txt')\n"
-              "print(mlflow.artifacts.load_text(f'runs:/{run.info.run_id}/a.txt'))\n")
+              "print(run.info.run_id, mlflow.artifacts.load_text(\n"
+              "    f'runs:/{run.info.run_id}/a.txt'))\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**env, **values},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "hello"
-    assert any(Path(team[0] / ".team/s3").rglob("*"))
+    run_id, text = result.stdout.strip().splitlines()[-1].split()
+    assert text == "hello"
+    stored = s3_objects(team, "mlflow")
+    assert [key for key in stored if key.endswith(f"/{run_id}/artifacts/a.txt")], stored
+
+
+def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+
+    def team_cli(*arguments: str, **env: str) -> list[str]:
+        result = subprocess.run([sys.executable, "-m", "dlprojects.team", *arguments],
+                                cwd=tmp_path, env={**tool_env(), **env}, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        return result.stderr.strip().splitlines()
+
+    assert team_cli("env") == [f"error: {tmp_path / '.team/credentials.env'} not found; start "
+                               f"the team's servers with `make team-up`"]
+    assert team_cli("up", "s3", DLPROJECTS_TEAM_S3_PORT="s3") == [
+        "error: DLPROJECTS_TEAM_S3_PORT='s3' is not a port number"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert team_cli("up", "s3", DLPROJECTS_TEAM_S3_PORT=str(port)) == [
+            f"error: port {port} (s3) is taken by another program; stop it or set "
+            f"DLPROJECTS_TEAM_S3_PORT"]
+    data = tmp_path / ".team/postgres"
+    data.mkdir(parents=True)
+    (data / "notes.txt").write_text("not a database\n")
+    assert team_cli("up", "postgres") == [
+        f"error: {data} holds files but no PostgreSQL cluster; move it away and run "
+        f"`make team-up` again"]
+    assert (data / "notes.txt").read_text() == "not a database\n"
+
+
+# ------------------------------------------------- two clones sharing the team's servers
+
+
+def s3_objects(team, bucket: str) -> dict[str, bytes]:
+    """Every object of `bucket`, read through the S3 API with the team's keys."""
+    import botocore.session
+
+    _, env, values = team
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=f"http://127.0.0.1:{env['DLPROJECTS_TEAM_S3_PORT']}",
+        region_name="us-east-1", aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"])
+    keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket) for item in page.get("Contents", [])]
+    return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def servers(team, *arguments: str) -> None:
+    """`python -m dlprojects.team ARGUMENTS` where the servers live."""
+    root, env, _ = team
+    result = subprocess.run([sys.executable, "-m", "dlprojects.team", *arguments], cwd=root,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def as_user(command: list[str], cwd: Path, login: dict[str, str], **kwargs):
+    """`command` in `cwd` pointed at the team's servers with `login`; must succeed."""
+    result = subprocess.run(command, cwd=cwd, env={**tool_env(), **login}, capture_output=True,
+                            text=True, **kwargs)
+    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@contextlib.contextmanager
+def client_of(login: dict[str, str]):
+    """An MlflowClient on the team's server, logged in as `login`."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in login.items():
+            patch.setenv(name, value)
+        yield mlflow.MlflowClient(login["MLFLOW_TRACKING_URI"])
+
+
+def clone_for_team(team, folder: Path, source: Path | None = None) -> Path:
+    """A smoke clone (or a `git clone` of `source`) whose DVC remote `team` is the team's store."""
+    _, env, _ = team
+    if source is None:
+        smoke_clone(folder)
+    else:
+        run(["git", "clone", "-q", str(source), str(folder)], folder.parent)
+    run(["dvc", "remote", "modify", "--local", "team", "endpointurl",
+         f"http://127.0.0.1:{env['DLPROJECTS_TEAM_S3_PORT']}"], folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clones(team, tmp_path_factory) -> dict[str, Path]:
+    top = tmp_path_factory.mktemp("clones")
+    return {"a": clone_for_team(team, top / "a"), "b": top / "b"}
+
+
+@pytest.fixture(scope="module")
+def colleague(team) -> dict[str, str]:
+    """B's login: a second user, made by the admin, who may read what others logged."""
+    _, _, values = team
+    admin = ("admin", values["MLFLOW_TRACKING_PASSWORD"])
+    password = "b-" + base64.b32encode(os.urandom(15)).decode()
+    assert request(values["MLFLOW_TRACKING_URI"], "/api/2.0/mlflow/users/create", *admin,
+                   body={"username": "bea", "password": password})[0] == 200
+    return {**values, "MLFLOW_TRACKING_USERNAME": "bea", "MLFLOW_TRACKING_PASSWORD": password}
+
+
+HISTORIES = {"train_backprop@mlp": "reports/backprop/mlp/history.csv",
+             "train_backprop@cnn": "reports/backprop/cnn/history.csv",
+             "train_fashion@baseline": "reports/fashion/baseline/history.csv",
+             "train_fashion@improved": "reports/fashion/improved/history.csv",
+             "train_vit": "reports/vit/history.csv",
+             "train_sentiment": "reports/sentiment/history.csv"}
+
+
+def epochs_in(path: Path) -> int:
+    with path.open() as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
+def test_a_runs_the_smoke_pipeline_on_the_server_through_a_postgres_restart(team, clones):
+    _, _, values = team
+    a = clones["a"]
+    as_user(["dvc", "repro", "evaluate_backprop@mlp"], a, values, timeout=900)
+    servers(team, "down", "postgres")  # between two stages
+    servers(team, "up")
+    as_user(["dvc", "repro"], a, values, timeout=1800)
+
+    commit = run(["git", "rev-parse", "HEAD"], a).stdout.strip()
+    stored = s3_objects(team, "mlflow")
+    with client_of(values) as client:
+        stages = {}
+        for experiment, count in (("backprop", 2), ("fashion", 2), ("sentiment", 1), ("vit", 1)):
+            runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+            assert len(runs) == count
+            for found in runs:
+                stages[found.data.tags["dvc.stage"]] = found
+                assert found.info.status == "FINISHED"
+                assert found.data.tags["git.commit"] == commit
+                assert "test_accuracy" in found.data.metrics  # from the evaluate stage
+                assert client.list_artifacts(found.info.run_id)
+                assert any(f"/{found.info.run_id}/artifacts/" in key for key in stored)
+        assert sorted(stages) == sorted(HISTORIES)
+        for stage, history in HISTORIES.items():  # every epoch's metrics, before and after
+            run_id = stages[stage].info.run_id
+            assert len(client.get_metric_history(run_id, "val_loss")) == epochs_in(a / history)
+        for name in ("backprop-mlp", "backprop-cnn", "fashion", "vit", "sentiment"):
+            assert client.get_model_version_by_alias(name, "champion").run_id in {
+                found.info.run_id for found in stages.values()}
+
+
+def test_b_pulls_what_a_pushed_through_an_s3_restart_and_nothing_retrains(team, clones):
+    _, _, values = team
+    a, b = clones["a"], clones["b"]
+    run(["git", "add", "-A"], a)
+    run(["git", "commit", "-qm", "results"], a)
+    as_user(["dvc", "push", "-r", "team"], a, values)
+    servers(team, "down", "s3")  # between push and pull
+    servers(team, "up")
+    clone_for_team(team, b, source=a)
+    as_user(["dvc", "pull", "-r", "team"], b, values)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], b).stdout
+    repro = run(["dvc", "repro"], b).stdout
+    assert "Running stage" not in repro and "up to date" in repro
+    lock = yaml.safe_load((b / "dvc.lock").read_text())["stages"]
+    outs = [out["path"] for stage in lock.values() for out in stage.get("outs", [])]
+    for out in outs:
+        files = [out] if (a / out).is_file() else [
+            path.relative_to(a) for path in (a / out).rglob("*") if path.is_file()]
+        assert files, out
+        for name in files:
+            assert (b / name).read_bytes() == (a / name).read_bytes(), name
+    assert run(["git", "status", "--porcelain"], b).stdout == ""
+
+
+def test_b_serves_as_the_champion_what_a_trained_and_finds_its_runs(team, clones, colleague):
+    import numpy as np
+    from PIL import Image
+
+    a, b = clones["a"], clones["b"]
+    image = b.parent / "item.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(image)
+    predict = [sys.executable, "-m", "dlprojects.predict"]
+    mine = run([*predict, "models/fashion/improved", str(image)], a).stdout
+    served = as_user([*predict, "models:/fashion@champion", str(image)], b, colleague).stdout
+    assert served == mine and str(image) in served
+
+    with client_of(colleague) as client:
+        trained = client.search_runs(
+            [client.get_experiment_by_name("fashion").experiment_id],
+            filter_string="tags.`dvc.stage` = 'train_fashion@improved'")
+    found = as_user([sys.executable, "-m", "dlprojects.lineage", "model",
+                     "models/fashion/improved"], b, colleague).stdout
+    assert [run.info.run_id for run in trained] and trained[0].info.run_id in found
+
+
+def test_the_server_killed_mid_run_and_restarted_loses_nothing(team, clones):
+    root, _, values = team
+    a = clones["a"]
+    params = yaml.safe_load((a / "params.yaml").read_text())
+    params["train_fashion"]["loop"].update(epochs=6, threads=1)
+    params["train_fashion"]["data"]["train_samples"] = 12000
+    (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stage = subprocess.Popen(["dvc", "repro", "train_fashion@improved"], cwd=a,
+                             env={**tool_env(), **values}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    with client_of(values) as client:
+        experiment = client.get_experiment_by_name("fashion").experiment_id
+        deadline, running = time.monotonic() + 600, []
+        while not running or len(client.get_metric_history(running[0].info.run_id,
+                                                            "val_loss")) < 2:
+            assert stage.poll() is None and time.monotonic() < deadline, stage.communicate()
+            time.sleep(0.3)
+            running = client.search_runs([experiment],
+                                         filter_string="attributes.status = 'RUNNING'")
+    run_id = running[0].info.run_id
+    os.killpg(int((root / ".team/mlflow.pid").read_text()), signal.SIGKILL)
+    out, err = stage.communicate(timeout=300)
+    assert stage.returncode != 0
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped answering in epoch" in errors[0], err[-3000:]
+    assert "Traceback" not in err
+
+    servers(team, "up")
+    resumed = as_user(["dvc", "repro", "train_fashion@improved"], a, values, timeout=900)
+    assert f"resuming MLflow run {run_id}" in resumed.stderr
+    with client_of(values) as client:
+        assert client.get_run(run_id).info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4, 5, 6]
+        assert client.list_artifacts(run_id)
+        assert len(client.search_runs([experiment])) == 3  # A's two, and this one
+
+
+def test_two_queued_experiments_log_to_the_server_at_once(team, clones):
+    _, _, values = team
+    a, rates, epochs = clones["a"], ["0.001", "0.003"], 6
+    for rate in rates:
+        as_user(["dvc", "exp", "run", "--queue", "-S", f"train_fashion.lr={rate}",
+                 "-S", f"train_fashion.loop.epochs={epochs}", "train_fashion@improved"], a, values)
+    as_user(["dvc", "queue", "start", "-j", "2"], a, values)
+    try:
+        deadline = time.monotonic() + 900
+        while re.search(r"\b(Queued|Running)\b",
+                        status := run(["dvc", "queue", "status"], a).stdout):
+            assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
+            time.sleep(2)
+    finally:
+        subprocess.run(["dvc", "queue", "stop"], cwd=a, env=tool_env(), capture_output=True)
+    assert len(re.findall(r"\bSuccess\b", status)) == len(rates), status
+    with client_of(values) as client:
+        runs = client.search_runs([client.get_experiment_by_name("fashion").experiment_id],
+                                  filter_string="tags.`dvc.exp_name` != ''")
+        runs = [found for found in runs if "dvc.exp_name" in found.data.tags]
+        assert sorted(found.data.params["lr"] for found in runs) == sorted(rates)
+        for found in runs:
+            assert found.info.status == "FINISHED"
+            assert len(client.get_metric_history(found.info.run_id, "val_loss")) == epochs
+        spans = sorted((found.info.start_time, found.info.end_time) for found in runs)
+        assert spans[1][0] < spans[0][1], "the two experiments did not run at the same time"

@@ -84,6 +84,35 @@ def test_an_unreachable_server_is_reported_before_any_work(project, monkeypatch)
     assert time.perf_counter() - started < 10
 
 
+@pytest.mark.parametrize("answer, message", [
+    ("slow", r"is unreachable \(timed out\)"), ("503", r"answered 503 \(Service Unavailable\)")])
+def test_a_server_that_is_healthy_but_cannot_serve_is_one_line(answer, message):
+    """/health answers, the store behind it does not (a slow or broken database)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/health" and answer == "slow":
+                time.sleep(2)
+            status = 503 if answer == "503" and self.path != "/health" else 200
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(tracking.TrackingUnavailable, match=f"{uri} {message}"):
+            tracking.check_reachable(uri, timeout=0.5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experiment(project,
                                                                                     monkeypatch):
     from dlprojects.lineage import query

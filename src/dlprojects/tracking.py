@@ -62,34 +62,22 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BA
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when an http(s) tracking server does not answer."""
+    """Fail fast, before any training, when an http(s) tracking server does not answer, or
+    refuses MLFLOW_TRACKING_USERNAME/PASSWORD (a server without logins lets every request in)."""
     if not uri.startswith(("http://", "https://")):
         return
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
-            response.read()
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise TrackingUnavailable(
-            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
-            f"MLFLOW_TRACKING_URI to track into the local sqlite:///mlflow.db") from None
-    check_login(uri, timeout)
-
-
-def check_login(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast when a server with logins refuses MLFLOW_TRACKING_USERNAME/PASSWORD (a server
-    without logins lets every request in)."""
     import base64
 
-    request = urllib.request.Request(
+    search = urllib.request.Request(
         f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
     user, password = (os.environ.get("MLFLOW_TRACKING_USERNAME"),
                       os.environ.get("MLFLOW_TRACKING_PASSWORD"))
     if user and password:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        search.add_header("Authorization", f"Basic {token}")
     try:
-        urllib.request.urlopen(request, timeout=timeout).close()
+        for request in (f"{uri.rstrip('/')}/health", search):
+            urllib.request.urlopen(request, timeout=timeout).close()
     except urllib.error.HTTPError as error:
         if error.code in (401, 403):
             who = f"user {user!r}" if user and password else "no login"
@@ -97,6 +85,13 @@ def check_login(uri: str, timeout: float = 5.0) -> None:
                 f"MLflow tracking server {uri} refused {who} ({error.code}); set "
                 f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (for the team's "
                 f"servers: eval $(python -m dlprojects.team env))") from None
+        raise TrackingUnavailable(f"MLflow tracking server {uri} answered {error.code} "
+                                  f"({error.reason}); see its log") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
+            f"MLFLOW_TRACKING_URI to track into the local sqlite:///mlflow.db") from None
 
 
 def connect(project: str | None = None):

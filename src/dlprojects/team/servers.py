@@ -217,7 +217,11 @@ def start_mlflow(team: Team) -> None:
     database = (f"postgresql+psycopg2://mlflow:{values['POSTGRES_PASSWORD']}@127.0.0.1:"
                 f"{team.port('postgres')}")
     config = team.folder / "basic_auth.ini"
-    config.write_text(f"[mlflow]\ndefault_permission = READ\n"
+    # auth_cache_ttl_seconds: each server process remembers a verified login (an HMAC of it)
+    # for a minute instead of paying a deliberately slow scrypt check on every request; a
+    # password changed or a user deleted is forgotten at once by the process that made the
+    # change, by the other within the minute
+    config.write_text(f"[mlflow]\ndefault_permission = READ\nauth_cache_ttl_seconds = 60\n"
                       f"database_uri = {database}/mlflow_auth\nadmin_username = {ADMIN}\n"
                       "authorization_function = "
                       "mlflow.server.auth:authenticate_request_basic_auth\n")

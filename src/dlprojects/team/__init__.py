@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,15 @@ class Team:
         if not value.isdigit():
             raise UserError(f"DLPROJECTS_TEAM_{name.upper()}_PORT={value!r} is not a port number")
         return int(value)
+
+    def check_free(self, name: str) -> None:
+        """Stop with one line when something already listens on server `name`'s port."""
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            taken = probe.connect_ex(("127.0.0.1", self.port(name))) == 0
+        if taken:
+            raise UserError(f"port {self.port(name)} ({name}) is taken by another program; stop "
+                            f"it or set DLPROJECTS_TEAM_{name.upper()}_PORT")
 
     @property
     def tracking_uri(self) -> str:
@@ -73,3 +83,9 @@ class Team:
                 "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_TRACKING_PASSWORD"],
                 "AWS_ACCESS_KEY_ID": values["AWS_ACCESS_KEY_ID"],
                 "AWS_SECRET_ACCESS_KEY": values["AWS_SECRET_ACCESS_KEY"]}
+
+
+def last_line(log: Path) -> str:
+    """The last line a server wrote to `log`, for a one-line error."""
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return lines[-1][:160] if lines else "no output"

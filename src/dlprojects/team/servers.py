@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,116 +13,16 @@ import urllib.request
 from pathlib import Path
 
 from dlprojects.errors import UserError
-from dlprojects.team import ADMIN, BUCKETS, Team
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _last_line(log: Path) -> str:
-    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-    return lines[-1][:160] if lines else "no output"
+from dlprojects.team import ADMIN, BUCKETS, Team, last_line
+from dlprojects.team.postgres import start_postgres, stop_postgres
 
 
 def _wait(what: str, ready, seconds: float, log: Path, process: subprocess.Popen | None = None):
     deadline = time.monotonic() + seconds
     while not ready():
         if process is not None and process.poll() is not None or time.monotonic() > deadline:
-            raise UserError(f"{what} did not start ({_last_line(log)}); its log: {log}")
+            raise UserError(f"{what} did not start ({last_line(log)}); its log: {log}")
         time.sleep(0.3)
-
-
-def _free(team: Team, name: str) -> None:
-    if _listening(team.port(name)):
-        raise UserError(f"port {team.port(name)} ({name}) is taken by another program; stop it "
-                        f"or set DLPROJECTS_TEAM_{name.upper()}_PORT")
-
-
-# ------------------------------------------------------------------------------------ PostgreSQL
-
-
-def _as_owner(command: list[str], *paths: Path) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, run it as Debian's `postgres` user, owner of
-    its data directory and log."""
-    if os.geteuid() != 0:
-        return command
-    for path in paths:
-        shutil.chown(path, "postgres", "postgres")
-        if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-r", str(path)]).returncode:
-            raise UserError(f"PostgreSQL runs as user postgres, which cannot reach {path}: let "
-                            f"others into its parent folders (chmod o+x), or run as another user")
-    return ["runuser", "-u", "postgres", "--", *command]
-
-
-def postgres_bin(program: str) -> str:
-    """A PostgreSQL server program: on PATH, or in Debian's /usr/lib/postgresql/<version>/bin."""
-    found = shutil.which(program) or next(iter(sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{program}"), reverse=True)), None)
-    if found is None:
-        raise UserError(f"PostgreSQL's {program} not found; install Debian's postgresql package "
-                        f"(apt-get install postgresql)")
-    return found
-
-
-def start_postgres(team: Team) -> None:
-    """Its own cluster in .team/postgres (not the system's), password logins only; databases
-    `mlflow` (runs, registry) and `mlflow_auth` (users, permissions)."""
-    data, log = team.folder / "postgres", team.folder / "logs/postgres.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    password = team.credentials(create=True)["POSTGRES_PASSWORD"]
-    if not (data / "PG_VERSION").exists():
-        if data.exists() and any(data.iterdir()):
-            raise UserError(f"{data} holds files but no PostgreSQL cluster; move it away and run "
-                            f"`make team-up` again")
-        secret = team.folder / "postgres.password"
-        secret.write_text(password + "\n")
-        secret.chmod(0o600)
-        data.mkdir(mode=0o700, exist_ok=True)
-        try:
-            subprocess.run(_as_owner([postgres_bin("initdb"), "-D", str(data), "-U", "mlflow",
-                                      f"--pwfile={secret}", "--auth=scram-sha-256", "-E", "UTF8",
-                                      "--no-instructions"], data, secret),
-                           check=True, capture_output=True, text=True)
-        except subprocess.CalledProcessError as error:
-            raise UserError(f"initdb failed: {error.stderr.strip()[:200]}") from None
-        finally:
-            secret.unlink()
-    log.touch()
-    if subprocess.run(_as_owner([postgres_bin("pg_ctl"), "-D", str(data), "status"]),
-                      capture_output=True).returncode != 0:
-        _free(team, "postgres")
-        options = (f"-c listen_addresses=127.0.0.1 -p {team.port('postgres')} "
-                   f"-c unix_socket_directories={data}")
-        result = subprocess.run(_as_owner([postgres_bin("pg_ctl"), "-D", str(data), "-l",
-                                           str(log), "-w", "-t", "60", "-o", options, "start"],
-                                          log), capture_output=True)
-        if result.returncode != 0:
-            raise UserError(f"PostgreSQL did not start ({_last_line(log)}); its log: {log}")
-    _create_databases(team, password)
-
-
-def _create_databases(team: Team, password: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(host="127.0.0.1", port=team.port("postgres"), user="mlflow",
-                                  password=password, dbname="postgres")
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        for name in ("mlflow", "mlflow_auth"):
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
-
-
-def stop_postgres(team: Team) -> None:
-    data = team.folder / "postgres"
-    if (data / "postmaster.pid").exists():
-        subprocess.run(_as_owner([postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                                  "stop"]), capture_output=True)
 
 
 # ------------------------------------------------------------------------------- the S3 store
@@ -172,7 +70,7 @@ def start_s3(team: Team) -> None:
     """SeaweedFS `weed mini` on 127.0.0.1, data in .team/s3, telemetry off, the buckets made."""
     if _running(team, "s3"):
         return
-    _free(team, "s3")
+    team.check_free("s3")
     values, base = team.credentials(create=True), team.port("seaweed")
     (team.folder / "s3").mkdir(parents=True, exist_ok=True)
     command = [weed(), "mini", f"-dir={team.folder / 's3'}", "-ip=127.0.0.1",
@@ -212,7 +110,7 @@ def start_mlflow(team: Team) -> None:
     (users in PostgreSQL too; the admin's password generated), bound to 127.0.0.1."""
     if _running(team, "mlflow"):
         return
-    _free(team, "mlflow")
+    team.check_free("mlflow")
     values, port = team.credentials(create=True), team.port("mlflow")
     database = (f"postgresql+psycopg2://mlflow:{values['POSTGRES_PASSWORD']}@127.0.0.1:"
                 f"{team.port('postgres')}")

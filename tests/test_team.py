@@ -376,10 +376,12 @@ def test_the_server_killed_mid_run_and_restarted_loses_nothing(team, clones):
 
 def test_two_queued_experiments_log_to_the_server_at_once(team, clones):
     _, _, values = team
-    a, rates, epochs = clones["a"], ["0.001", "0.003"], 6
+    a, rates, epochs = clones["a"], ["0.001", "0.003"], 4
     for rate in rates:
         as_user(["dvc", "exp", "run", "--queue", "-S", f"train_fashion.lr={rate}",
-                 "-S", f"train_fashion.loop.epochs={epochs}", "train_fashion@improved"], a, values)
+                 "-S", f"train_fashion.loop.epochs={epochs}",
+                 "-S", "train_fashion.data.train_samples=4000", "train_fashion@improved"],
+                a, values)
     as_user(["dvc", "queue", "start", "-j", "2"], a, values)
     try:
         deadline = time.monotonic() + 900

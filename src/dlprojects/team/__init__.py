@@ -68,7 +68,8 @@ class Team:
             if not create:
                 raise UserError(f"{path} not found; start the team's servers with `make team-up`")
             self.folder.mkdir(parents=True, exist_ok=True)
-            values = {name: secrets.token_urlsafe(24) for name in SECRETS}
+            # hex: nothing a shell, a URL or a command line reads specially (a leading '-')
+            values = {name: secrets.token_hex(24) for name in SECRETS}
             values["AWS_ACCESS_KEY_ID"] = secrets.token_hex(10).upper()
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as f:

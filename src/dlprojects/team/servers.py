@@ -187,8 +187,11 @@ def _dvc_credentials(team: Team) -> None:
     for key, value in (("access_key_id", values["AWS_ACCESS_KEY_ID"]),
                        ("secret_access_key", values["AWS_SECRET_ACCESS_KEY"]),
                        ("endpointurl", team.s3_endpoint)):
-        subprocess.run([dvc, "remote", "modify", "--local", "team", key, value], cwd=team.root,
-                       check=True, capture_output=True)
+        result = subprocess.run([dvc, "remote", "modify", "--local", "team", key, "--", value],
+                                cwd=team.root, capture_output=True, text=True)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["no output"])[-1][:160]
+            raise UserError(f"could not give DVC remote `team` its {key} ({reason})")
 
 
 def down(team: Team, names=SERVERS) -> None:

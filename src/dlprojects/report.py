@@ -8,7 +8,8 @@ MLflow runs and registered versions) and the DVC hash dvc.lock records for the m
 by an MLflow run id: run ids exist only in the store of the machine that made them, and the report
 is committed. `python -m dlprojects.lineage model <folder or digest>` lists the runs of a digest in
 whichever store MLFLOW_TRACKING_URI names, and the commit whose dvc.lock first recorded the model.
-The report reads only files, so the same results give the same bytes on every machine.
+The report reads only files, so the same results give the same bytes on every machine (its line on
+the numerics names a CPU only where the results are that CPU's own bytes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlprojects import numerics
 from dlprojects.lineage import dvc_hashes, model_digest
 from dlprojects.errors import UserError
 
@@ -180,6 +182,7 @@ def render_html(rows: list[dict[str, Any]], plots: dict[str, list[Path]], report
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>dlprojects report</title><style>{STYLE}</style></head><body>"
             "<h1>dlprojects: results</h1><p>Test accuracy of each project's default run.</p>"
+            f"{_markdown_html([numerics.summary()])}"
             f"<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table>"
             f"{_markdown_html(seed_table(reports))}"
             f"<h2>Lineage</h2><p>{LINEAGE_TEXT.format(command=escape(LINEAGE_COMMAND))}</p>"
@@ -191,7 +194,7 @@ def render_markdown(rows: list[dict[str, Any]], plots: dict[str, list[Path]],
                     reports: Path) -> str:
     lines = ["# dlprojects: results", "",
              "Test accuracy of each project's default run (`dvc repro report` writes this file "
-             "and `index.html`).", "",
+             "and `index.html`).", "", numerics.summary(), "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cells) + " |" for cells in _table_rows(rows)]
     lines += [f"#{line}" if line.startswith("# ") else line

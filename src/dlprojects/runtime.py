@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from dlprojects import distributed
+from dlprojects.numerics import gemm
 from dlprojects.errors import UserError
 
 
@@ -43,11 +44,15 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generato
 
 
 def set_threads(threads: int) -> None:
-    """Pin torch and BLAS threads (unpinned BLAS threads oversubscribe a small CPU)."""
+    """Pin torch and BLAS threads (unpinned BLAS threads oversubscribe a small CPU). With portable
+    numerics torch's matrix products cut themselves into `threads` single-threaded OpenBLAS
+    calls (`numerics.gemm`), so OpenBLAS's own pool stays at one thread."""
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     threadpool_limits(threads)
+    if gemm.routed():
+        threadpool_limits(1, user_api="blas")
 
 
 def autocast_on(device: torch.device, amp: bool) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dlprojects import numerics
 from dlprojects.distributed import World
 from dlprojects.errors import UserError
 from dlprojects.history import FitResult
@@ -135,7 +136,7 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str,
     stage = os.environ.get("DVC_STAGE", "")
     exp_name = os.environ.get("DVC_EXP_NAME", "")
     tags = {**git_state(root), **data_hashes(root, inputs), "device": device, "project": project,
-            "processes": str(World.from_environment().size)}
+            "processes": str(World.from_environment().size), **numerics.describe()}
     if stage:
         tags["dvc.stage"] = stage
     if exp_name:

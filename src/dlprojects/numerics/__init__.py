@@ -64,10 +64,10 @@ def cpu() -> dict[str, str]:
     """This machine's CPU: vendor, model name and widest vector extension, from /proc/cpuinfo."""
     info = _cpuinfo()
     flags = info.get("flags", "").split()
-    widest = next((name for name in ("avx512f", "avx2", "avx") if name in flags), "")
+    widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+                   if flag in flags), "none")
     return {"vendor": info.get("vendor_id", platform.machine() or "unknown"),
-            "model": info.get("model name", platform.processor() or "unknown"),
-            "isa": widest.upper()}
+            "model": info.get("model name", platform.processor() or "unknown"), "isa": widest}
 
 
 def describe() -> dict[str, str]:

@@ -1,6 +1,5 @@
-"""Pinned CPU numerics: every stage loads NumPy and torch on the pinned kernels, and a stage gives
-the same bytes whether MKL may use this CPU's best instructions or only AVX2 (which is what
-another CPU looks like to it)."""
+"""Portable CPU numerics: every stage loads NumPy and torch on the portable settings, torch's
+matrix products go through OpenBLAS, and the probe gives the committed bytes on this CPU."""
 
 from __future__ import annotations
 
@@ -12,22 +11,27 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT, tool_env
 from dlprojects import numerics
+from dlprojects.numerics import gemm, probe as numerics_probe
 
 SCRIPTS = sorted((ROOT / "pipeline").glob("*.py"))
 PROBE = """
 import dlprojects, json, os, numpy, torch
 from numpy._core._multiarray_umath import __cpu_features__
 from threadpoolctl import threadpool_info
+from dlprojects.numerics import gemm
 print(json.dumps({
     "aten": torch.backends.cpu.get_cpu_capability(),
     "openblas": [i.get("architecture") for i in threadpool_info() if i["internal_api"] == "openblas"],
     "numpy_avx512": bool(__cpu_features__.get("X86_V4")),
-    "env": {name: os.environ.get(name) for name in dlprojects.numerics.PINNED},
+    "env": {name: os.environ.get(name) for name in dlprojects.numerics.PORTABLE},
+    "routed": gemm.routed(),
 }))
 """
+portable_only = pytest.mark.skipif(not numerics.portable(), reason=numerics.summary())
 
 
 def probe(**env: str) -> dict:
@@ -52,23 +56,123 @@ def test_the_test_process_pinned_before_numpy_and_torch_loaded():
     import dlprojects
 
     assert dlprojects.LOADED_BEFORE_PIN == []
+    assert gemm.routed() == numerics.portable()
 
 
-@pytest.mark.skipif(not numerics.pinned(), reason="this CPU has no AVX2 to pin to")
-def test_a_stage_process_runs_the_pinned_kernels():
+@portable_only
+def test_a_stage_process_runs_the_portable_kernels():
     found = probe()
     assert found["aten"] == "AVX2"
     assert found["openblas"] == ["Haswell"]
     assert found["numpy_avx512"] is False
-    assert found["env"] == numerics.PINNED
+    assert found["env"] == numerics.PORTABLE
+    assert found["routed"] is True
 
 
-@pytest.mark.skipif(not numerics.pinned(), reason="this CPU has no AVX2 to pin to")
+@portable_only
 def test_pins_override_what_the_machine_sets_and_native_opts_out():
     # Some machines set OPENBLAS_CORETYPE themselves: the project's own value wins.
     assert probe(OPENBLAS_CORETYPE="Prescott")["openblas"] == ["Haswell"]
     native = probe(DLPROJECTS_NUMERICS="native", ATEN_CPU_CAPABILITY="default")
     assert native["aten"] == "DEFAULT"  # left alone: whatever the environment says
+    assert native["routed"] is False
+
+
+@portable_only
+def test_mkl_runs_its_compatible_branch():
+    """MKL honours COMPATIBLE on Intel and AMD CPUs alike (its AVX2 branch on Intel CPUs only)."""
+    code = "import dlprojects, torch; torch.mm(torch.ones(64, 64), torch.ones(64, 64), out=torch.empty(64, 64))"
+    result = subprocess.run([sys.executable, "-c", code], env={**tool_env(), "MKL_VERBOSE": "1"},
+                            capture_output=True, text=True, check=True)
+    calls = [line for line in result.stdout.splitlines() if "SGEMM" in line]
+    assert calls and all("CNR:COMPATIBLE" in line for line in calls), result.stdout[-1000:]
+
+
+# ------------------------------------------------------------------------- the committed probe
+
+
+@portable_only
+def test_the_probe_gives_the_committed_bytes_on_this_cpu():
+    result = subprocess.run([sys.executable, "-m", "dlprojects.numerics.probe"],
+                            env=tool_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(numerics_probe.CHECKS)} checks give the committed bytes" in result.stdout
+
+
+@portable_only
+def test_the_probe_names_the_op_that_differs_and_how_to_report_it():
+    """Another MKL branch and another OpenBLAS kernel, as another CPU would run without the
+    portable settings: the probe fails and names those ops and this CPU."""
+    code = ("import dlprojects, os, sys; os.environ.update(MKL_CBWR='AUTO', "
+            "OPENBLAS_CORETYPE='Prescott'); from dlprojects.numerics import probe; "
+            "sys.exit(probe.main())")
+    result = subprocess.run([sys.executable, "-c", code], env=tool_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1
+    named = [line for line in result.stderr.splitlines() if line.startswith("numerics probe:")]
+    assert any("MKL vector math" in line for line in named), result.stderr
+    assert any("NumPy matmul" in line for line in named), result.stderr
+    assert any("torch matrix products" in line for line in named), result.stderr
+    assert all(numerics.cpu()["vendor"] in line for line in named)
+    assert "python -m dlprojects.numerics.probe --json" in result.stderr
+
+
+def test_the_reference_names_the_cpus_it_was_recorded_on():
+    reference = json.loads(numerics_probe.REFERENCE.read_text())
+    assert reference["threads"] == numerics_probe.THREADS
+    assert set(reference["hashes"]) == set(numerics_probe.CHECKS)
+    assert reference["cpus"] and all("(" in cpu for cpu in reference["cpus"])
+
+
+# ------------------------------------------------------------------- the routed matrix products
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not gemm.routed(), reason="matrix products are routed in portable mode only")
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_routed_products_match_float64_and_repeat_their_bytes(threads, count):
+    threads(count)
+    g = torch.Generator().manual_seed(0)
+    a, b, bias = (torch.randn(*shape, generator=g) for shape in ((300, 200), (200, 130), (130,)))
+    batch, other = torch.randn(5, 17, 16, generator=g), torch.randn(5, 16, 9, generator=g)
+    cases = {
+        "mm": (lambda: a @ b, a.double() @ b.double()),
+        "mm, transposed and sliced": (lambda: a.t()[:150] @ a[:, :40],
+                                      a.double().t()[:150] @ a.double()[:, :40]),
+        "addmm, alpha and beta": (lambda: torch.addmm(bias, a, b, beta=0.5, alpha=2.0),
+                                  0.5 * bias.double() + 2 * (a.double() @ b.double())),
+        "bmm": (lambda: batch @ other, batch.double() @ other.double()),
+        "baddbmm": (lambda: torch.baddbmm(other[:, :1], batch, other),
+                    other.double()[:, :1] + batch.double() @ other.double()),
+    }
+    for name, (compute, exact) in cases.items():
+        first, second = compute(), compute()
+        assert torch.equal(first, second), name
+        torch.testing.assert_close(first.double(), exact, rtol=1e-5, atol=1e-4, msg=name)
+
+
+@pytest.mark.skipif(not gemm.routed(), reason="matrix products are routed in portable mode only")
+def test_routed_products_keep_torch_semantics():
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(torch.nn.functional.linear, (x, w))
+    integers = torch.arange(6).reshape(2, 3) @ torch.arange(6).reshape(3, 2)
+    assert integers.tolist() == [[10, 13], [28, 40]]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.nn.Linear(8, 3)(x.float()).dtype == torch.bfloat16
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        torch.ones(3, 4) @ torch.ones(5, 2)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        torch.mm(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.float64))
+
+
+# ----------------------------------------------------------- helpers shared with test_pipeline
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -85,5 +189,3 @@ def _train_fashion(project: Path, env: dict[str, str]) -> dict[str, str]:
                             cwd=project, env={**tool_env(), **env}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     return {**_digests(project / "models"), **_digests(project / "reports")}
-
-

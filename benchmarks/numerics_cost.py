@@ -1,10 +1,10 @@
-"""What the pinned CPU numerics (dlprojects.numerics) cost: each training stage run natively
-(`DLPROJECTS_NUMERICS=native`, every library on this CPU's best kernels) and pinned, side by
+"""What the portable CPU numerics (dlprojects.numerics) cost: each training stage run natively
+(`DLPROJECTS_NUMERICS=native`, every library on this CPU's best kernels) and portable, side by
 side on the same machine, on shortened params (a few epochs, a small embedding subset).
 
 Runs the stage scripts themselves in a scratch copy of the project (data/raw and the embedding
 store linked, never written), alternating the two modes round by round so that load from other
-processes hits both alike. Prints the median seconds per stage and mode, and pinned/native.
+processes hits both alike. Prints the median seconds per stage and mode, and portable/native.
 
     python benchmarks/numerics_cost.py --rounds 1
 """
@@ -88,17 +88,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         scratch_project(folder)
-        print(f"{'stage':24s} {'native s':>9s} {'pinned s':>9s} {'pinned/native':>14s}")
+        print(f"{'stage':24s} {'native s':>9s} {'portable s':>9s} {'portable/native':>14s}")
         for stage in args.stages:
             overrides, arguments = STAGES[stage]
             set_params(folder, overrides)
-            seconds: dict[str, list[float]] = {"native": [], "pinned": []}
+            seconds: dict[str, list[float]] = {"native": [], "portable": []}
             for round_number in range(args.rounds):
-                order = ("native", "pinned") if round_number % 2 == 0 else ("pinned", "native")
+                order = ("native", "portable") if round_number % 2 == 0 else ("portable", "native")
                 for mode in order:
                     seconds[mode].append(run_stage(folder, arguments, mode))
-            native, pinned = (statistics.median(seconds[m]) for m in ("native", "pinned"))
-            print(f"{stage:24s} {native:9.1f} {pinned:9.1f} {pinned / native:14.2f}", flush=True)
+            native, portable = (statistics.median(seconds[m]) for m in ("native", "portable"))
+            print(f"{stage:24s} {native:9.1f} {portable:9.1f} {portable / native:14.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -135,12 +135,13 @@ def test_an_unreachable_rendezvous_is_one_line(project, tmp_path):
     assert sorted(path.name for path in folder.iterdir()) == ["data", "params.yaml"]
 
 
-@pytest.mark.skipif(not numerics.pinned(), reason="this CPU has no AVX2 to pin to")
+@pytest.mark.skipif(not numerics.portable(), reason=numerics.summary())
 def test_same_bytes_under_two_isa_ceilings(project, raw_data, tmp_path):
-    """Fashion MLP (MKL GEMM, batch norm), ViT (oneDNN convolution, attention), frozen BERT and
-    the bi-GRU: the same model, history and embedding bytes with MKL capped at AVX2 as the smoke
-    pipeline (conftest) made on this CPU's best instructions. Unpinned, the two differ on an
-    AVX-512 CPU (the control, on the fashion MLP)."""
+    """Fashion MLP (matrix products, batch norm), ViT (oneDNN convolution, attention), frozen BERT
+    and the bi-GRU: the same model, history and embedding bytes with MKL capped at AVX2 as the
+    smoke pipeline (conftest) made on this CPU's best instructions. Natively, the two differ on an
+    AVX-512 CPU (the control, on the fashion MLP). (Another vendor's CPU is what the numerics
+    probe's committed hashes check.)"""
     capped = tmp_path / "capped"
     shutil.copytree(project, capped, symlinks=True)
     result = subprocess.run(["dvc", "repro", "--force", "-s", "train_fashion@improved",
@@ -192,6 +193,9 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
         every_run += runs
         for found in runs:
             assert found.data.tags["git.commit"] == commit
+            assert found.data.tags["numerics"] == numerics.mode()
+            assert found.data.tags["cpu.vendor"] == numerics.cpu()["vendor"]
+            assert found.data.tags["cpu.model"] == numerics.cpu()["model"]
             assert found.data.tags["dvc.stage"].startswith("train_")
             assert found.data.tags[next(t for t in found.data.tags if t.startswith("data."))].endswith(".dir")
             assert "test_accuracy" in found.data.metrics

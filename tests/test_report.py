@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from conftest import ROOT
-from dlprojects import lineage
+from dlprojects import lineage, numerics
 from dlprojects.errors import UserError
 from dlprojects.report import RESULTS, write_report
 
@@ -111,6 +111,21 @@ def test_the_report_depends_on_the_results_only_not_on_the_tracking_store(tmp_pa
     (tmp_path / "mlflow.db").unlink()  # or another machine, with a store of its own
     page, readme = write_report(tmp_path)
     assert (page.read_bytes(), readme.read_bytes()) == before
+
+
+def test_the_report_says_which_bytes_it_shows(tmp_path, monkeypatch):
+    """Portable: no CPU named (the same page on every CPU); native: this CPU's own bytes."""
+    fake_results(tmp_path, mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    monkeypatch.setattr(numerics, "mode", lambda: "portable")
+    page, readme = write_report(tmp_path)
+    assert "Numerics: portable, the same bytes on every x86-64 CPU" in readme.read_text()
+    assert "Numerics: portable" in page.read_text()
+    assert numerics.cpu()["model"] not in readme.read_text()
+    monkeypatch.setattr(numerics, "mode", lambda: "native")
+    page, readme = write_report(tmp_path)
+    line = next(line for line in readme.read_text().splitlines() if "Numerics" in line)
+    assert line.startswith("Numerics: native (DLPROJECTS_NUMERICS=native) on ")
+    assert numerics.cpu()["model"] in line and "not the committed portable ones" in line
 
 
 def test_a_missing_result_names_the_fix_and_writes_nothing(tmp_path):

@@ -23,17 +23,31 @@ from dlprojects.distributed.launch import torchrun_arguments
 from dlprojects.distributed.layers import ShardedDropout
 from dlprojects.errors import UserError
 from dlprojects.history import read_history
+from dlprojects.numerics.gemm import PANEL
 
 # ------------------------------------------------------------------------------- the pieces
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
 def test_the_ranks_shares_are_contiguous_disjoint_and_cover_every_batch(size):
-    for count in range(0, 11):
+    for count in range(0, 300):
         parts = [bounds(count, World(rank=rank, size=size)) for rank in range(size)]
         assert parts[0][0] == 0 and parts[-1][1] == count
         assert all(stop == start for (_, stop), (start, _) in zip(parts, parts[1:]))
-        assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
+        if count >= PANEL * size:  # each share starts on a panel; shares differ by a panel at most
+            assert all(start % PANEL == 0 for start, _ in parts)
+            assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= PANEL
+        else:
+            assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
+
+
+def test_a_sample_gives_the_same_bytes_in_its_rank_share_as_in_the_whole_batch():
+    g = torch.Generator().manual_seed(0)
+    layer, batch = torch.nn.Linear(784, 256), torch.randn(256, 784, generator=g)
+    whole = layer(batch)
+    for rank in range(2):
+        start, stop = bounds(256, World(rank=rank, size=2))
+        assert torch.equal(layer(batch[start:stop]), whole[start:stop])
 
 
 def test_sharded_dropout_cuts_the_one_process_mask_into_the_ranks_shares():

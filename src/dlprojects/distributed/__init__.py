@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dlprojects.errors import UserError
+from dlprojects.numerics.gemm import PANEL
 
 PARAM = "distributed.processes"
 ENDPOINT = "DLPROJECTS_RDZV_ENDPOINT"  # host:port of node 0 (see `launch`)
@@ -120,11 +121,17 @@ def _one_line_when_a_peer_is_lost(world: World) -> None:
 
 
 def bounds(count: int, world: World) -> tuple[int, int]:
-    """[start, stop) of this rank's contiguous part of `count` samples: the first
-    `count % size` ranks take one sample more."""
-    base, extra = divmod(count, world.size)
-    start = world.rank * base + min(world.rank, extra)
-    return start, start + base + (world.rank < extra)
+    """[start, stop) of this rank's contiguous part of `count` samples.
+
+    Parts start on whole panels of the matrix-product kernel (`numerics.gemm.PANEL` samples), so
+    each sample sits where it sits in one process's batch and its forward pass gives the same
+    bytes: the first ranks take one panel more, the last rank the rows past the last panel. A
+    batch of fewer panels than ranks is cut sample by sample (the first ranks one sample more)."""
+    unit = PANEL if count >= PANEL * world.size else 1
+    base, extra = divmod(count // unit, world.size)
+    start = (world.rank * base + min(world.rank, extra)) * unit
+    stop = start + (base + (world.rank < extra)) * unit
+    return start, count if world.rank == world.size - 1 else stop
 
 
 def share(batch: Any, world: World) -> Any:

@@ -6,12 +6,14 @@ OpenBLAS, held to its Haswell kernel (`OPENBLAS_CORETYPE`), runs the same code o
 kernel's blocking is a constant of the kernel, not measured from the CPU's caches. So `route()`
 replaces torch's CPU kernels for `mm`, `addmm`, `bmm` and `baddbmm` with calls to it.
 
-Threads: a product is cut into `torch.get_num_threads()` pieces (the matrices of a batch, else
-rows or columns at multiples of 64), each computed by single-threaded OpenBLAS beside the others.
-The cuts depend on the shapes and the thread count alone, so they are the same on every CPU; the
-kernel treats a matrix's last rows apart, so the bytes do depend on the thread count, as the sums
-of torch's own kernels do. OpenBLAS's own threads stay off: its pool and torch's OpenMP pool
-would fight over the cores (a ViT step took 10 times as long).
+Threads: a product is cut into up to `torch.get_num_threads()` pieces (the matrices of a batch,
+else rows at multiples of 48), each computed by single-threaded OpenBLAS beside the others.
+OpenBLAS's kernel computes rows in panels of 12 (`PANEL`), and a row's last bits depend on its
+place in its panel, so cuts fall on panel boundaries: the pieces give the very bytes of one
+uncut call, and the thread count changes no byte of a product. (The distributed loop cuts its
+batches between processes on panel boundaries too: `distributed.bounds`.) OpenBLAS's own
+threads stay off: its pool and torch's OpenMP pool would fight over the cores (a ViT step took
+10 times as long).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-ALIGN = 64             # rows or columns per cut are a multiple of this (cache lines, unrolls)
-MIN_SPLIT_FLOPS = 1 << 21  # below ~2 MFLOP a second thread costs more than it saves
+PANEL = 12             # rows that OpenBLAS's Haswell SGEMM kernel computes together
+ALIGN = 4 * PANEL      # rows per cut between threads: whole panels
+MIN_SPLIT_FLOPS = 1 << 25  # below ~30 MFLOP a second thread costs more than it saves here
 MATH_ATTENTION = 0     # sdp::SDPBackend::math: attention as matrix products and a softmax
 NUMPY_TYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128, torch.int64,
                torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -102,7 +105,9 @@ def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _pieces(x: np.ndarray, y: np.ndarray, threads: int) -> list[tuple]:
-    """Index triples (into x, y, out) that cut x @ y into up to `threads` independent parts."""
+    """Index triples (into x, y, out) that cut x @ y into up to `threads` independent parts:
+    matrices of a batch, or rows of a matrix at whole panels (never columns: a column's bytes
+    depend on the others around it)."""
     m, k, n = x.shape[-2], x.shape[-1], y.shape[-1]
     batch = x.shape[0] if x.ndim == 3 else 1
     if threads < 2 or 2 * batch * m * k * n < MIN_SPLIT_FLOPS:
@@ -112,16 +117,12 @@ def _pieces(x: np.ndarray, y: np.ndarray, threads: int) -> list[tuple]:
         return [(slice(s, e),) * 3 for s, e in zip(bounds[:-1], bounds[1:])]
     if x.ndim == 3:
         return [(..., ..., ...)]
-    along_rows = m >= n
-    size = m if along_rows else n
-    step = -(-size // threads // ALIGN) * ALIGN  # ceil(size / threads), rounded up to ALIGN
-    if step >= size:
+    step = -(-m // threads // ALIGN) * ALIGN  # ceil(m / threads), rounded up to whole cuts
+    if step >= m:
         return [(..., ..., ...)]
     every = slice(None)
-    cuts = [slice(start, start + step) for start in range(0, size, step)]
-    if along_rows:
-        return [(cut, every, cut) for cut in cuts]
-    return [(every, (every, cut), (every, cut)) for cut in cuts]
+    return [(slice(start, start + step), every, slice(start, start + step))
+            for start in range(0, m, step)]
 
 
 def _workers(count: int) -> ThreadPoolExecutor:

@@ -380,7 +380,7 @@ def test_two_queued_experiments_log_to_the_server_at_once(team, clones):
     for rate in rates:
         as_user(["dvc", "exp", "run", "--queue", "-S", f"train_fashion.lr={rate}",
                  "-S", f"train_fashion.loop.epochs={epochs}",
-                 "-S", "train_fashion.data.train_samples=4000", "train_fashion@improved"],
+                 "-S", "train_fashion.data.train_samples=20000", "train_fashion@improved"],
                 a, values)
     as_user(["dvc", "queue", "start", "-j", "2"], a, values)
     try:

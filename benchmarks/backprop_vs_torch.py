@@ -15,8 +15,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from dlprojects import numpy_nn
-from dlprojects.config import load_section
+from dlprojects.backprop import numpy_nn
+from dlprojects.core.config import load_section
 
 
 def numpy_epoch(model, optimizer, loss_fn, images, labels, batch_size, rng) -> float:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlprojects.config import load_section
-from dlprojects.errors import run_main
-from dlprojects.runtime import select_device, set_threads
+from dlprojects.core.config import load_section
+from dlprojects.core.errors import run_main
+from dlprojects.core.runtime import select_device, set_threads
 from dlprojects.sentiment.bert import embed, encode, load_bert, read_bert_config, trim_to_layers
 from dlprojects.sentiment.reviews import balanced_subset, read_reviews
 

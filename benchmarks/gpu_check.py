@@ -2,7 +2,7 @@
 reports/gpu_check.md, headed by the GPU's name.
 
 1. Smoke on CUDA: train_fashion@improved, train_vit, embed_imdb and train_sentiment on the smoke
-   params (tests/smoke_params.yaml), as one process, in a scratch folder.
+   params (each project.yaml's `smoke`), as one process, in a scratch folder.
 2. DDP: train_fashion@improved again as one process per visible GPU (`distributed.processes:
    auto`), its history beside the one-process run's.
 3. Full size (experiments/full-size.yaml): each torch model for `--steps` optimiser steps (BERT:
@@ -24,13 +24,15 @@ from pathlib import Path
 
 import torch
 import yaml
+
+from dlprojects.core.projects import smoke_params
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dlprojects.config import load_section
-from dlprojects.errors import UserError, run_main
+from dlprojects.core.config import load_section
+from dlprojects.core.errors import UserError, run_main
 from dlprojects.fashion.model import DenseClassifier
-from dlprojects.history import read_history
+from dlprojects.core.history import read_history
 from dlprojects.sentiment.model import SentimentRNN
 from dlprojects.vit.model import ViT
 
@@ -54,7 +56,7 @@ def merged(base: dict, override: dict) -> dict:
 def run_stages(folder: Path, processes: str | int, stages: list[tuple[str, ...]]) -> list[str]:
     """The stage scripts in a scratch project on smoke params; a line per stage."""
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                    yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text()))
+                    smoke_params())
     params["distributed"]["processes"] = processes
     folder.mkdir(parents=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlprojects.config import load_section
-from dlprojects.data.images import load_image_splits
+from dlprojects.core.config import load_section
+from dlprojects.core.data.images import load_image_splits
 from dlprojects.fashion.model import DenseClassifier
 from dlprojects.host_syncs import HostSyncs
-from dlprojects.resume import Checkpoint
-from dlprojects.runtime import Runtime, seed_everything, set_threads
-from dlprojects.training import TensorBatches, fit
+from dlprojects.core.resume import Checkpoint
+from dlprojects.core.runtime import Runtime, seed_everything, set_threads
+from dlprojects.core.training import TensorBatches, fit
 
 
 def one_epoch(splits, batch_size: int, samples: int) -> tuple[HostSyncs, int, float]:

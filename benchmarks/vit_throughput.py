@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dlprojects.config import load_section
+from dlprojects.core.config import load_section
 from dlprojects.vit.model import ViT
 
 

@@ -9,10 +9,10 @@ import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and t
 import argparse
 from pathlib import Path
 
-from dlprojects.config import load_section
-from dlprojects.data.download import download
-from dlprojects.data.sources import SOURCE_NAMES, URL_ONLY_SOURCES, source_for
-from dlprojects.errors import run_main
+from dlprojects.core.config import load_section
+from dlprojects.core.data.download import download
+from dlprojects.core.data.sources import SOURCE_NAMES, URL_ONLY_SOURCES, source_for
+from dlprojects.core.errors import run_main
 
 
 def main() -> None:

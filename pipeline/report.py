@@ -8,7 +8,7 @@ import dlprojects  # noqa: F401  first: pins the CPU numerics before NumPy and t
 import argparse
 from pathlib import Path
 
-from dlprojects.errors import run_main
+from dlprojects.core.errors import run_main
 from dlprojects.report import check_inputs, write_report
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlprojects.core.projects import smoke_params
+
 OFFLINE = {
     "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -58,7 +60,7 @@ def offline_mirrors(source):
     """The source with only its package-registry mirrors (those reachable without the internet)."""
     from dataclasses import replace
 
-    from dlprojects.data.mirrors import Url
+    from dlprojects.core.data.mirrors import Url
 
     return replace(source, mirrors=tuple(m for m in source.mirrors if not isinstance(m[0], Url)))
 
@@ -79,8 +81,8 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def raw_data(tmp_path_factory) -> Path:
     """data/raw/<name> for every source, fetched for real from the offline mirrors, once."""
-    from dlprojects.data.download import download
-    from dlprojects.data.sources import SOURCE_NAMES, source_for
+    from dlprojects.core.data.download import download
+    from dlprojects.core.data.sources import SOURCE_NAMES, source_for
 
     root = tmp_path_factory.mktemp("raw")
     for name in SOURCE_NAMES:
@@ -129,7 +131,7 @@ def smoke_clone(clone: Path) -> Path:
     """A git repository at `clone` of the working tree, with smoke-sized params committed."""
     copy_working_tree(clone)
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text()) or {}
+    smoke = smoke_params()
     (clone / "params.yaml").write_text(yaml.safe_dump(merge(params, smoke), sort_keys=False))
     run(["git", "init", "-q"], clone)
     run(["git", "add", "-A"], clone)

@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dlprojects.distributed import World, bounds, global_batch, init
-from dlprojects.distributed.layers import shard_dropout, sync_batch_norm
-from dlprojects.history import history_writer
-from dlprojects.resume import Checkpoint
-from dlprojects.runtime import Runtime, seed_everything
-from dlprojects.training import TensorBatches, fit
+from dlprojects.core.distributed import World, bounds, global_batch, init
+from dlprojects.core.distributed.layers import shard_dropout, sync_batch_norm
+from dlprojects.core.history import history_writer
+from dlprojects.core.resume import Checkpoint
+from dlprojects.core.runtime import Runtime, seed_everything
+from dlprojects.core.training import TensorBatches, fit
 
 
 def gathered(tensor: torch.Tensor, world: World) -> torch.Tensor:

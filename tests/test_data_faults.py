@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from conftest import copy_working_tree, tool_env
-from dlprojects.data.cifar import load_cifar10_splits, read_cifar10_batches
-from dlprojects.errors import UserError
+from dlprojects.core.data.cifar import load_cifar10_splits, read_cifar10_batches
+from dlprojects.core.errors import UserError
 
 # ------------------------------------------------------------------------------ CIFAR-10 pickles
 

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import ROOT, committed, tool_env
-from dlprojects.config import ConfigError, load_section
-from dlprojects.distributed import World, bounds, global_batch
-from dlprojects.distributed.launch import torchrun_arguments
-from dlprojects.distributed.layers import ShardedDropout
-from dlprojects.errors import UserError
-from dlprojects.history import read_history
+from dlprojects.core.config import ConfigError, load_section
+from dlprojects.core.distributed import World, bounds, global_batch
+from dlprojects.core.distributed.launch import torchrun_arguments
+from dlprojects.core.distributed.layers import ShardedDropout
+from dlprojects.core.errors import UserError
+from dlprojects.core.history import read_history
 from dlprojects.numerics.gemm import PANEL
 
 # ------------------------------------------------------------------------------- the pieces

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dlprojects.data.download import DownloadError, download, verify
-from dlprojects.data.idx import read_idx
-from dlprojects.data.sources import IDX_NAMES, MNIST, SOURCE_NAMES, Source, _gunzip_idx, _gz_urls, source_for
+from dlprojects.core.data.download import DownloadError, download, verify
+from dlprojects.core.data.idx import read_idx
+from dlprojects.core.data.sources import IDX_NAMES, MNIST, SOURCE_NAMES, Source, _gunzip_idx, _gz_urls, source_for
 
 pytestmark = pytest.mark.network
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from dlprojects.host_syncs import HostSyncs
-from dlprojects.resume import Checkpoint
-from dlprojects.runtime import Runtime, seed_everything
-from dlprojects.training import TensorBatches, evaluate, fit, predict
+from dlprojects.core.resume import Checkpoint
+from dlprojects.core.runtime import Runtime, seed_everything
+from dlprojects.core.training import TensorBatches, evaluate, fit, predict
 from dlprojects.vit.model import ViT
 from test_training import _problem
 

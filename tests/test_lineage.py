@@ -12,9 +12,9 @@ import mlflow
 import pytest
 
 from conftest import tool_env
-from dlprojects import lineage, tracking
+from dlprojects.core import lineage, tracking
 from dlprojects.lineage import query
-from dlprojects.errors import UserError
+from dlprojects.core.errors import UserError
 from dlprojects.report import write_report
 from test_report import fake_results
 

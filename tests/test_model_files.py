@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from torch import nn
 
-from dlprojects import numpy_nn
-from dlprojects.errors import UserError
-from dlprojects import weights
+from dlprojects.backprop import numpy_nn
+from dlprojects.core.errors import UserError
+from dlprojects.core import weights
 from dlprojects.backprop.network import load_weights
 
 

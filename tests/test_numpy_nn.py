@@ -1,4 +1,4 @@
-"""dlprojects.numpy_nn ops against float64 finite differences; the package imports NumPy only.
+"""dlprojects.backprop.numpy_nn ops against float64 finite differences; the package imports NumPy only.
 
 test_numpy_nn_torch.py compares the same ops with torch autograd.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-import dlprojects.numpy_nn as nn
+import dlprojects.backprop.numpy_nn as nn
 
 PACKAGE_DIR = Path(nn.__file__).parent
 TOLERANCE = 1e-6  # max relative error of a hand-written gradient against finite differences
@@ -144,7 +144,7 @@ def test_float32_in_float32_out_forward_and_backward(rng):
 # --- the package imports NumPy only --------------------------------------------------------------
 
 def test_imports_no_deep_learning_framework():
-    code = ("import sys, dlprojects.numpy_nn\n"
+    code = ("import sys, dlprojects.backprop.numpy_nn\n"
             "frameworks = {'torch', 'tensorflow', 'jax'}\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in frameworks))")
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parents[1])}

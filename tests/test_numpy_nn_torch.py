@@ -1,11 +1,11 @@
-"""dlprojects.numpy_nn against torch, in float64: ops and gradients against autograd, optimisers
+"""dlprojects.backprop.numpy_nn against torch, in float64: ops and gradients against autograd, optimisers
 against torch.optim. torch is imported only by tests, never by numpy_nn itself."""
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-import dlprojects.numpy_nn as nn
+import dlprojects.backprop.numpy_nn as nn
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

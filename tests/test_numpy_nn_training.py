@@ -1,10 +1,10 @@
-"""dlprojects.numpy_nn training: schedules, builders, learning, fit and state dicts."""
+"""dlprojects.backprop.numpy_nn training: schedules, builders, learning, fit and state dicts."""
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-import dlprojects.numpy_nn as nn
+import dlprojects.backprop.numpy_nn as nn
 
 @pytest.fixture(autouse=True, scope="module")
 def single_blas_thread():

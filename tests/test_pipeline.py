@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from dlprojects.core.projects import smoke_params
+
 from conftest import OFFLINE, ROOT, copy_working_tree, free_port, merge, run, tool_env
 from dlprojects import numerics
 from test_distributed import FASHION, assert_same_training, node
@@ -39,7 +41,7 @@ def assert_registered_once(root: Path) -> None:
     its folder (tag model.digest)."""
     import mlflow
 
-    from dlprojects import lineage
+    from dlprojects.core import lineage
 
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     for name, folder in REGISTERED.items():
@@ -161,7 +163,7 @@ def test_same_bytes_under_two_isa_ceilings(project, raw_data, tmp_path):
         return  # the control needs a CPU whose best is wider than AVX2
     project = copy_working_tree(tmp_path / "project")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    smoke = yaml.safe_load((ROOT / "tests/smoke_params.yaml").read_text())
+    smoke = smoke_params()
     params["train_fashion"] = merge(params["train_fashion"], smoke["train_fashion"])
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (project / "data/raw").mkdir(parents=True)
@@ -215,7 +217,7 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     assert "dirty" not in page + readme
     lock = {out["path"]: out["md5"] for stage in yaml.safe_load(
         (project / "dvc.lock").read_text())["stages"].values() for out in stage.get("outs", [])}
-    from dlprojects.lineage import model_digest
+    from dlprojects.core.lineage import model_digest
 
     for _, folder in MODELS:  # digest and DVC hash (as dvc.lock holds it once the pipeline ran)
         path = f"models/{folder}"
@@ -223,15 +225,15 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     table = [line for line in readme.splitlines() if line.startswith("| ") and "%" in line]
     assert len(table) == 6 and "<script" not in page
     assert_registered_once(project)
-    predicted = run([sys.executable, "pipeline/predict_sentiment.py", "A fine film."], project)
+    predicted = run([sys.executable, "-m", "dlprojects.sentiment", "A fine film."], project)
     assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
 
 
 def champion_inputs(project: Path, count: int = 8) -> dict:
     """{registered name: (raw inputs, the probabilities its evaluate stage wrote for them, atol)}:
     the first test images, or the first test reviews' text, of the smoke project."""
-    from dlprojects.config import load_section
-    from dlprojects.data.images import load_image_splits
+    from dlprojects.core.config import load_section
+    from dlprojects.core.data.images import load_image_splits
     from dlprojects.sentiment.reviews import read_reviews
     from dlprojects.sentiment.store import load_split
 
@@ -318,7 +320,7 @@ def test_a_forced_rerun_repeats_its_bytes_and_registers_no_second_version(projec
     evaluate stage registers nothing new. (Every stage's bytes: the fresh-clone test below.)"""
     import mlflow
 
-    from dlprojects import tracking
+    from dlprojects.core import tracking
 
     lock = (project / "dvc.lock").read_text()
     model = project / "models/fashion/improved/model.safetensors"
@@ -342,7 +344,7 @@ def test_a_fresh_clone_evaluates_and_registers_every_model_though_training_repea
     machine that made them."""
     import mlflow
 
-    from dlprojects import lineage, tracking
+    from dlprojects.core import lineage, tracking
 
     # the results as they would be committed, on a branch: the project's HEAD and files stay
     index = project.parent / "results.index"
@@ -510,22 +512,15 @@ def test_dvc_plots_show_renders_offline_with_every_plot(project):
     assert "FashionMNIST: train and test loss, baseline and improved" in page
 
 
-def test_every_stage_has_an_mlproject_entry_point(project):
-    entries = set(yaml.safe_load((project / "MLproject").read_text())["entry_points"])
-    stages = {name.split("@")[0] for name in yaml.safe_load(
-        (project / "dvc.lock").read_text())["stages"]}
-    assert stages <= entries, f"no MLproject entry point for {sorted(stages - entries)}"
-
-
 def test_an_mlproject_entry_point_runs_its_stage(project):
-    result = run(["mlflow", "run", ".", "-e", "report", "--env-manager", "local"], project,
-                 timeout=600)
+    result = run(["mlflow", "run", ".", "-e", "stage", "-P", "name=report", "--env-manager",
+                  "local"], project, timeout=600)
     assert "dvc repro report" in result.stderr + result.stdout
     assert "up to date" in result.stderr + result.stdout  # the stage had run: nothing to redo
 
     # a typed parameter runs the stage as a DVC experiment that both DVC and MLflow show
-    run(["mlflow", "run", ".", "-e", "train_vit", "-P", "epochs=2", "--env-manager", "local"],
-        project, timeout=900)
+    run(["mlflow", "run", ".", "-e", "experiment", "-P", "stage=train_vit", "-P",
+         "set=train_vit.loop.epochs=2", "--env-manager", "local"], project, timeout=900)
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from dlprojects import plots_template
-from dlprojects.errors import UserError
+from dlprojects.core.errors import UserError
 
 pytestmark = pytest.mark.network
 

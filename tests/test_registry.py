@@ -9,9 +9,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from dlprojects import lineage, registry
+from dlprojects.core import lineage, registry
 from dlprojects.backprop import network
-from dlprojects.serving.images import log_image_classifier
+from dlprojects.core.serving.images import log_image_classifier
 
 PARAMS = {  # what a model folder's params.json records (the network's section, in short)
     "mlp": {"seed": 0, "kind": "mlp",
@@ -114,7 +114,7 @@ def test_a_run_lists_its_dvc_data_splits_as_inputs_once_however_often_logged(pro
     and the experiment opens on its training runs."""
     import json
 
-    from dlprojects import datasets
+    from dlprojects.core import datasets
 
     with mlflow.start_run() as run:
         datasets.log_splits("data/raw/mnist", "mnist", {"train": 50, "validation": 5, "test": 9})

@@ -14,9 +14,11 @@ import mlflow
 import pytest
 
 from conftest import ROOT
-from dlprojects import lineage, numerics
-from dlprojects.errors import UserError
-from dlprojects.report import RESULTS, write_report
+from dlprojects import numerics
+from dlprojects.core import lineage
+from dlprojects.core.errors import UserError
+from dlprojects.core.projects import models
+from dlprojects.report import write_report
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
@@ -25,14 +27,14 @@ def fake_results(root: Path, client: mlflow.MlflowClient) -> dict[str, str]:
     """Metrics, figures and one MLflow run per row, as the evaluate stages leave them."""
     run_ids = {}
     accuracy = 0.9
-    for number, result in enumerate(RESULTS):
-        metrics_path = root / "reports" / result.metrics
+    for number, result in enumerate(models()):
+        metrics_path = root / result.metrics
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         target = metrics
-        for key in result.key[:-1]:
+        for key in result.headline[:-1]:
             target = target.setdefault(key, {})
-        target[result.key[-1]] = accuracy + number / 1000
+        target[result.headline[-1]] = accuracy + number / 1000
         if result.project == "vit":
             metrics["dataset"] = "fashion_mnist"
         metrics_path.write_text(json.dumps(metrics))
@@ -40,13 +42,13 @@ def fake_results(root: Path, client: mlflow.MlflowClient) -> dict[str, str]:
         experiment = client.get_experiment_by_name(result.project)
         experiment_id = (experiment.experiment_id if experiment
                          else client.create_experiment(result.project))
-        model_dir = root / result.model_dir
+        model_dir = root / result.folder
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / "model.safetensors").write_text(f"weights {number}")
         run = client.create_run(experiment_id, tags={
             "git.commit": f"{number:040d}", "git.dirty": "false",
             lineage.MODEL_TAG: lineage.model_digest(model_dir)})
-        run_ids[result.model_dir] = run.info.run_id
+        run_ids[result.folder] = run.info.run_id
     return run_ids
 
 
@@ -78,7 +80,7 @@ def test_the_page_is_self_contained_and_names_every_result_by_its_model_digest(t
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)
     assert links and all((tmp_path / "reports" / link).exists() for link in links)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir() if p.is_file()) == [
-        "README.md", "index.html"]  # no partial file left behind
+        "README.md", "index.html", "lineage.json"]  # no partial file left behind
 
 
 def test_the_lineage_table_gives_each_folder_its_digest_and_dvc_hash(tmp_path):
@@ -92,7 +94,7 @@ def test_the_lineage_table_gives_each_folder_its_digest_and_dvc_hash(tmp_path):
     rows = {folder: (digest, dvc_hash) for folder, digest, dvc_hash in
             re.findall(r"^\| `([^`]+)` \| `([0-9a-f]{64})` \| `([^`]+)` \|$",
                        readme.read_text(), flags=re.M)}
-    assert sorted(rows) == sorted(result.model_dir for result in RESULTS)
+    assert sorted(rows) == sorted(result.folder for result in models())
     assert rows["models/vit"] == (lineage.model_digest(tmp_path / "models/vit"),
                                   "0123456789abcdef0123456789abcdef.dir")
     assert rows["models/sentiment"][1] == "not in dvc.lock"
@@ -103,11 +105,11 @@ def test_the_report_depends_on_the_results_only_not_on_the_tracking_store(tmp_pa
     fake_results(tmp_path, client)
     page, readme = write_report(tmp_path)
     before = page.read_bytes(), readme.read_bytes()
-    for result in RESULTS:  # a forced retrain: new runs, byte-identical models
+    for result in models():  # a forced retrain: new runs, byte-identical models
         experiment = client.get_experiment_by_name(result.project)
         client.create_run(experiment.experiment_id, tags={
             "git.commit": "f" * 40, "git.dirty": "false",
-            lineage.MODEL_TAG: lineage.model_digest(tmp_path / result.model_dir)})
+            lineage.MODEL_TAG: lineage.model_digest(tmp_path / result.folder)})
     (tmp_path / "mlflow.db").unlink()  # or another machine, with a store of its own
     page, readme = write_report(tmp_path)
     assert (page.read_bytes(), readme.read_bytes()) == before

@@ -48,7 +48,7 @@ def test_nothing_is_unpickled_but_through_the_restricted_cifar_unpickler():
                 f"{path}:{call.lineno} unpickles"
     for path, call in calls("load"):
         assert keyword(call, "allow_pickle") is not True, f"{path}:{call.lineno}"
-    cifar = (ROOT / "src/dlprojects/data/cifar.py").read_text()
+    cifar = (ROOT / "src/dlprojects/core/data/cifar.py").read_text()
     assert "class BatchUnpickler(pickle.Unpickler)" in cifar and "def find_class" in cifar
 
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from conftest import committed
-from dlprojects.config import ConfigError, EmbedImdbParams, parse
-from dlprojects.errors import UserError
+from dlprojects.core.config import ConfigError, parse
+from dlprojects.sentiment.params import EmbedImdbParams
+from dlprojects.core.errors import UserError
 from dlprojects.sentiment.batches import ReviewBatches
 from dlprojects.sentiment.bert import embed, encode, load_bert
 from dlprojects.sentiment.evaluation import binary_metrics, curves, example_reviews

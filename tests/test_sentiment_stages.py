@@ -28,12 +28,18 @@ SMALL = {  # over the committed params: the tiny BERT, few reviews, a small head
 PARAMS = {section: merge(committed(section), values) for section, values in SMALL.items()}
 
 
+MODULES = {"embed_imdb.py": "dlprojects.sentiment.embed",
+           "train_sentiment.py": "dlprojects.sentiment.train",
+           "evaluate_sentiment.py": "dlprojects.sentiment.evaluate",
+           "predict_sentiment.py": "dlprojects.sentiment"}
+
+
 def stage(script: str, *args: str) -> None:
-    """Run a pipeline script in this process, as `python pipeline/<script> args` would."""
+    """Run a stage's module in this process, as `python -m <module> args` would."""
     argv = sys.argv
     sys.argv = [script, *args]
     try:
-        runpy.run_path(str(ROOT / "pipeline" / script), run_name="__main__")
+        runpy.run_module(MODULES[script], run_name="__main__", alter_sys=True)
     finally:
         sys.argv = argv
 
@@ -84,7 +90,7 @@ def test_train_and_evaluate_share_one_mlflow_run_and_the_model_is_registered(pro
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    from dlprojects import lineage, tracking
+    from dlprojects.core import lineage, tracking
 
     runs = tracking.runs_of_model(client, "sentiment", project / "models/sentiment")
     assert len(runs) == 1  # found from the model folder's digest

@@ -26,18 +26,22 @@ from mlflow.exceptions import MlflowException
 from test_registry import write_model
 from test_sentiment import write_tiny_bert
 
-from dlprojects import numpy_nn
-from dlprojects.config import TrainFashionParams, TrainVitParams
-from dlprojects.data.images import CLASS_NAMES, normalised_tensor
+from dlprojects.backprop import numpy_nn
+from dlprojects.fashion.params import TrainFashionParams
+from dlprojects.vit.params import TrainVitParams
+from dlprojects.core.data.images import CLASS_NAMES, normalised_tensor
 from dlprojects.fashion.model import DenseClassifier
-from dlprojects.parsing import parse
+from dlprojects.fashion.model import classifier as dense_classifier
+from dlprojects.core.parsing import parse
 from dlprojects.sentiment.bert import bert_identity, read_bert_config
 from dlprojects.sentiment.model import SentimentRNN, save_rnn
 from dlprojects.sentiment.predict import SentimentPredictor
-from dlprojects.serving import images as image_models
-from dlprojects.serving import reviews as review_models
+from dlprojects.core.serving import images as image_models
+from dlprojects.core.serving import reviews as review_models
+from dlprojects.core import models
 from dlprojects.vit.model import ViT
-from dlprojects.weights import save_model
+from dlprojects.vit.model import classifier as vit_classifier
+from dlprojects.core.weights import save_model
 
 CPU = torch.device("cpu")
 REVIEWS = ["A moving, beautifully shot film.", "Two hours I will never get back.",
@@ -61,9 +65,11 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     fashion = parse(TrainFashionParams, committed("train_fashion"), "train_fashion")
     dense = DenseClassifier(**dataclasses.asdict(fashion.variant("improved"))).eval()
     save_model(dense, root / "fashion/model.safetensors", fashion.resolved("improved"))
+    models.describe(root / "fashion", dense_classifier, "images")
     vit_params = parse(TrainVitParams, committed("train_vit"), "train_vit")
     save_model(ViT(**vit_params.model_kwargs()), root / "vit/model.safetensors",
                dataclasses.asdict(vit_params))
+    models.describe(root / "vit", vit_classifier, "images")
     bert = write_tiny_bert(root / "bert")
     config = read_bert_config(bert, 48, "max_length", [-2, -1])
     embedding = {"bert": bert_identity(config), "max_length": 48, "truncation": "head_tail",
@@ -112,7 +118,7 @@ def direct_probabilities(family: str, folder: Path, batch: np.ndarray) -> np.nda
         model, params = network.load(folder)
         model.eval()
         return numpy_nn.softmax(model.forward(network.as_inputs(params["kind"], batch)))
-    from dlprojects.weights import load_params, load_weights
+    from dlprojects.core.weights import load_params, load_weights
 
     params = load_params(folder / "model.safetensors")
     if family == "fashion":

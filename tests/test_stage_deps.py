@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, copy_working_tree, tool_env
 
 SRC = ROOT / "src"
-PIPELINE = ROOT / "pipeline"  # sys.path[0] of a stage script: `from train_backprop import ...`
+PIPELINE = ROOT / "pipeline"  # sys.path[0] of a pipeline script: `from download import ...`
 
 # ------------------------------------------------------------------------------ import walker
 
@@ -26,7 +26,7 @@ PIPELINE = ROOT / "pipeline"  # sys.path[0] of a stage script: `from train_backp
 def module_files(name: str) -> list[Path]:
     """The project files that `import name` executes: each package's __init__.py on the way down
     (a folder without one is a namespace package) and the module's own file. [] for third-party
-    modules. A name past the last module (`dlprojects.evaluation.write_json`) adds nothing."""
+    modules. A name past the last module (`dlprojects.core.evaluation.write_json`) adds nothing."""
     first, *rest = name.split(".")
     if first != "dlprojects":
         script = PIPELINE / f"{first}.py"
@@ -110,9 +110,17 @@ STAGES = dict(pipeline_stages())
 
 
 def stage_closure(stage: dict) -> set[str]:
+    """The files a stage's command runs: a `pipeline/*.py` script, or a `python -m` module (and,
+    for a package, its __main__)."""
     script = re.search(r"\bpipeline/\w+\.py\b", stage["cmd"])
-    assert script, f"no pipeline/*.py in cmd: {stage['cmd']}"
-    return import_closure(ROOT / script.group())
+    if script:
+        return import_closure(ROOT / script.group())
+    module = re.search(r"\bpython -m ([\w.]+)", stage["cmd"])
+    assert module, f"no pipeline/*.py nor python -m in cmd: {stage['cmd']}"
+    files = module_files(module.group(1))
+    assert files, f"{module.group(1)} is not a dlprojects module"
+    main = files[-1].parent / "__main__.py"
+    return set().union(*(import_closure(path) for path in [*files, main] if path.is_file()))
 
 
 def covered(path: str, deps: list[str]) -> bool:
@@ -136,29 +144,39 @@ def run(command: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-def stages_with_modified(project: Path, path: str) -> set[str]:
-    """The stages that `dvc status` says have `path` as a modified dep."""
+def flagged_stages(project: Path) -> set[str]:
+    """The stages that `dvc status` says have a modified dep."""
     status = json.loads(run(["dvc", "status", "--json"], project))
     return {stage for stage, changes in status.items() for change in changes
-            if isinstance(change, dict) and change.get("changed deps", {}).get(path) == "modified"}
+            if isinstance(change, dict) and "modified" in change.get("changed deps", {}).values()}
 
 
-EDITED_MODULES = ["src/dlprojects/evaluation.py", "src/dlprojects/data/images.py"]
+def declared_stages(project) -> set[str]:
+    """A declared project's stages as DVC names them (a foreach stage as `name@item`)."""
+    return {f"{name}@{item}" if "foreach" in stage else name
+            for name, stage in project.stages.items() for item in stage.get("foreach", [None])}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", EDITED_MODULES)
-def test_dvc_status_flags_exactly_the_stages_that_import_an_edited_module(tmp_path, module):
+def test_editing_a_projects_code_flags_its_stages_alone(tmp_path):
+    """Edit one file of a project: `dvc status` lists that project's stages and nothing of the
+    others (the report, which reads every project's results, follows when they rerun). Edit the
+    shared core: every stage that runs it."""
+    from dlprojects.core.projects import declared
+
     project = copy_working_tree(tmp_path / "project")
     run(["dvc", "config", "--local", "core.no_scm", "true"], project)  # the copy is no git repo
-    # The committed dvc.lock records every dep: nothing is modified before the edit
-    assert stages_with_modified(project, module) == set()
-
-    with (project / module).open("a") as file:
-        file.write("# edited by test_stage_deps\n")
-    flagged = stages_with_modified(project, module)
-
-    importing = {name for name, stage in STAGES.items() if module in stage_closure(stage)}
-    assert importing, f"no stage imports {module}: pick a module the pipeline uses"
-    assert flagged == importing, (f"{module} edited: dvc status flags {sorted(flagged)}, "
-                                  f"the stages importing it are {sorted(importing)}")
+    assert flagged_stages(project) == set()  # the committed dvc.lock records every dep
+    for declared_project in declared():
+        edited = project / "src/dlprojects" / declared_project.name / "__init__.py"
+        original = edited.read_bytes()
+        edited.write_bytes(original + b"# edited by test_stage_deps\n")
+        assert flagged_stages(project) == declared_stages(declared_project), declared_project.name
+        edited.write_bytes(original)
+    core = project / "src/dlprojects/core/evaluation.py"
+    core.write_bytes(core.read_bytes() + b"# edited by test_stage_deps\n")
+    running_core = {name for name, stage in STAGES.items()
+                    if "src/dlprojects/core" in stage.get("deps", [])}
+    assert flagged_stages(project) == running_core
+    assert {name for name, stage in STAGES.items()
+            if "src/dlprojects/core/evaluation.py" in stage_closure(stage)} <= running_core

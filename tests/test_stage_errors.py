@@ -19,6 +19,11 @@ def run_stage(tmp_path: Path, section: str, override: dict, *args: str) -> subpr
     return subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True)
 
 
+MODULES = {"train_fashion.py": "dlprojects.fashion.train",
+           "train_backprop.py": "dlprojects.backprop.train",
+           "train_sentiment.py": "dlprojects.sentiment.train"}
+
+
 @pytest.mark.parametrize(("section", "override", "stage", "message"), [
     ("train_fashion", {"variants": {"improved": {"dropout": 1.0}}}, ["train_fashion.py", "improved"],
      "train_fashion.variants.improved.dropout: 1.0 must be in [0, 1)"),
@@ -39,7 +44,7 @@ def run_stage(tmp_path: Path, section: str, override: dict, *args: str) -> subpr
 ])
 def test_bad_params_fail_before_work(tmp_path, section, override, stage, message):
     script, name = stage
-    result = run_stage(tmp_path, section, override, str(ROOT / "pipeline" / script), name,
+    result = run_stage(tmp_path, section, override, "-m", MODULES[script], name,
                        "data/raw/x", "models/x", "reports/x/history.csv")
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {message}"
@@ -54,7 +59,7 @@ def test_bad_params_fail_before_work(tmp_path, section, override, stage, message
 ])
 def test_a_missing_input_folder_names_the_stage_that_makes_it(tmp_path, stage, message):
     script, *args = stage
-    result = run_stage(tmp_path, "train_fashion", {}, str(ROOT / "pipeline" / script), *args)
+    result = run_stage(tmp_path, "train_fashion", {}, "-m", MODULES[script], *args)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

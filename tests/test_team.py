@@ -103,7 +103,7 @@ def test_a_stage_with_a_wrong_password_stops_before_training_in_one_line(team, r
     if not (root / "data/raw/fashion_mnist").exists():
         (root / "data/raw/fashion_mnist").symlink_to(raw_data / "fashion_mnist")
     result = subprocess.run(
-        [sys.executable, "pipeline/train_fashion.py", "improved", "data/raw/fashion_mnist",
+        [sys.executable, "-m", "dlprojects.fashion.train", "improved", "data/raw/fashion_mnist",
          "models/f", "reports/f/history.csv"], cwd=root, capture_output=True, text=True,
         env={**env, **values, "MLFLOW_TRACKING_PASSWORD": "wrong"}, timeout=300)
     assert result.returncode == 2

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from dlprojects import lineage, tracking
+from dlprojects.core import lineage, tracking
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def test_a_server_that_is_healthy_but_cannot_serve_is_one_line(answer, message):
 def test_lineage_both_ways_between_a_run_and_its_commit_stage_data_and_experiment(project,
                                                                                     monkeypatch):
     from dlprojects.lineage import query
-    from dlprojects.errors import UserError
+    from dlprojects.core.errors import UserError
 
     monkeypatch.setenv("DVC_STAGE", "train_vit")
     monkeypatch.setenv("DVC_EXP_NAME", "deeper-vit")
@@ -215,10 +215,10 @@ def _train(folder: Path, stop_server_after: int | None = None, server: Server | 
     import torch
     from torch import nn
 
-    from dlprojects.history import history_writer
-    from dlprojects.resume import Checkpoint
-    from dlprojects.runtime import Runtime, seed_everything
-    from dlprojects.training import TensorBatches, fit
+    from dlprojects.core.history import history_writer
+    from dlprojects.core.resume import Checkpoint
+    from dlprojects.core.runtime import Runtime, seed_everything
+    from dlprojects.core.training import TensorBatches, fit
 
     generator = seed_everything(0)
     inputs = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))

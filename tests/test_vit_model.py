@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlprojects.vit.model import ViT, attention_rollout, patchify, unpatchify
+from dlprojects.vit.model import ViT, attention_rollout, patchify
 
 SMALL = dict(image_size=28, patch_size=7, in_channels=1, num_classes=10,
              dim=32, depth=2, heads=4, mlp_dim=64, stem_channels=0)
@@ -105,10 +105,8 @@ def test_patchify_layout_and_round_trip():
     assert patches.shape == (2, 6, 3, 4, 4)
     # row-major patch order: patch index 4 is row 1, column 1
     torch.testing.assert_close(patches[:, 4], images[:, :, 4:8, 4:8])
-    square = torch.randn(2, 1, 28, 28)
-    torch.testing.assert_close(unpatchify(patchify(square, 7), 28), square)
     with pytest.raises(ValueError):
-        patchify(square, 5)
+        patchify(torch.randn(2, 1, 28, 28), 5)
 
 
 def test_patch_embedding_is_linear_map_of_patchify():

@@ -20,15 +20,16 @@ import torch
 
 import test_stage_errors
 from conftest import committed
-from dlprojects import plots
-from dlprojects.config import ConfigError, TrainVitParams, load_section, parse
-from dlprojects.data.cifar import load_cifar10_splits
-from dlprojects.data.images import normalised_tensor
-from dlprojects.data.download import DownloadError, download
-from dlprojects.data.mirrors import MirrorError
-from dlprojects.data.sources import CIFAR10, CIFAR10_FILES, CIFAR10_TARBALL, _cifar10_from_tarball
+from dlprojects.core import plots
+from dlprojects.core.config import ConfigError, load_section, parse
+from dlprojects.vit.params import TrainVitParams
+from dlprojects.core.data.cifar import load_cifar10_splits
+from dlprojects.core.data.images import normalised_tensor
+from dlprojects.core.data.download import DownloadError, download
+from dlprojects.core.data.mirrors import MirrorError
+from dlprojects.core.data.sources import CIFAR10, CIFAR10_FILES, CIFAR10_TARBALL, _cifar10_from_tarball
 from dlprojects.vit.data import load_splits
-from dlprojects.training import decay_groups, warmup_cosine
+from dlprojects.core.training import decay_groups, warmup_cosine
 from dlprojects.vit.model import NO_DECAY, ViT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ])
 def test_bad_params_fail_before_work(tmp_path, override, message):
     result = test_stage_errors.run_stage(tmp_path, "train_vit", override,
-                                         str(ROOT / "pipeline/train_vit.py"), "data/raw/x",
+                                         "-m", "dlprojects.vit.train", "data/raw/x",
                                          "models/vit", "reports/vit/history.csv")
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {message}"
@@ -62,7 +63,7 @@ def test_bad_params_fail_before_work(tmp_path, override, message):
 
 def test_evaluate_checks_the_same_params(tmp_path):
     result = test_stage_errors.run_stage(tmp_path, "train_vit", {"heads": 6},
-                                         str(ROOT / "pipeline/evaluate_vit.py"), "data/raw/x",
+                                         "-m", "dlprojects.vit.evaluate", "data/raw/x",
                                          "models/vit", "reports/vit")
     message = "train_vit.heads: 6 does not divide dim 64; pick heads so that dim / heads is whole"
     assert result.returncode == 2
@@ -73,7 +74,7 @@ def test_evaluate_checks_the_same_params(tmp_path):
 def test_cifar10_without_its_data_says_where_to_get_it(tmp_path):
     result = test_stage_errors.run_stage(
         tmp_path, "train_vit", {"dataset": "cifar10", "patch_size": 4},
-        str(ROOT / "pipeline/train_vit.py"), "data/raw/cifar10", "models/vit",
+        "-m", "dlprojects.vit.train", "data/raw/cifar10", "models/vit",
         "reports/vit/history.csv")
     assert result.returncode == 2
     assert result.stderr.strip() == (

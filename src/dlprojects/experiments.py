@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from dlprojects.config import SECTIONS, parse
-from dlprojects.errors import UserError, run_main
-from dlprojects.parsing import PARAMS_FILE, ConfigError, read_params
+from dlprojects.core.config import parse, section_type
+from dlprojects.core.errors import UserError, run_main
+from dlprojects.core.parsing import PARAMS_FILE, ConfigError, read_params
 
 
 def overrides(path: Path) -> dict[str, Any]:
@@ -55,8 +55,7 @@ def apply(params: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{key}: not a param of params.yaml; check the spelling")
         target[name] = value
     for section in {key.split(".")[0] for key in values}:
-        if section in SECTIONS:
-            parse(SECTIONS[section], merged[section], section)
+        parse(section_type(section), merged[section], section)
     return merged
 
 

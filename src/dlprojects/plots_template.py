@@ -8,8 +8,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from dlprojects.data.mirrors import MirrorError, Npm
-from dlprojects.errors import UserError
+from dlprojects.core.data.mirrors import MirrorError, Npm
+from dlprojects.core.errors import UserError
 
 PACKAGES = (  # in load order: vega-lite and vega-embed need vega
     (Npm("vega@6.4.0", "3521fb6ff68a94a40323954f0ba4484ba4014b157bfd37f89a3b063082320c42"),

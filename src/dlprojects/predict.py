@@ -1,9 +1,11 @@
 """Predictions for files, from a registered model or a model folder of the pipeline.
 
-    python -m dlprojects.predict models:/vit@champion shoe.png bag.jpg
-    python -m dlprojects.predict models/backprop/mlp digit.png
-    python -m dlprojects.predict models:/sentiment@champion review.txt
-    cat review.txt | python -m dlprojects.predict models:/sentiment@champion -
+    python -m dlprojects.predict models:/<name>@champion shoe.png bag.jpg   # a registered model
+    python -m dlprojects.predict models/<project>/... digit.png              # a model folder
+    python -m dlprojects.predict models:/<name>@champion review.txt
+    cat review.txt | python -m dlprojects.predict models:/<name>@champion -
+
+(the registered names and model folders: each project's project.yaml, or reports/README.md)
 
 Images (PNG, JPEG, ... of any size) are greyscaled and resized to the model's 28x28 pixels, as the
 data sets store theirs (light strokes on a dark ground, like MNIST and FashionMNIST); text files
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlprojects.errors import UserError, run_main
+from dlprojects.core.errors import UserError, run_main
 
 
 def read_bytes(name: str) -> bytes:
@@ -62,16 +64,12 @@ def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tupl
     """(predict, image shape or None for reviews) of a registry URI or a model folder."""
     if ":/" in model:
         return _load_logged(model)
-    folder = Path(model)
-    if not folder.is_dir():
-        raise UserError(f"{model}: no such model folder; give one under models/ or a registry URI "
-                        f"such as models:/vit@champion")
-    from dlprojects.serving.images import ImageClassifier
-    from dlprojects.serving.reviews import ReviewClassifier
-    from dlprojects.weights import load_params
+    from dlprojects.core import models
+    from dlprojects.core.serving.images import ImageClassifier
+    from dlprojects.core.serving.reviews import ReviewClassifier
 
-    if (folder / "model.safetensors").is_file() and "embedding" in load_params(
-            folder / "model.safetensors"):
+    folder = Path(model)
+    if models.manifest(folder)["input"] == "reviews":  # a one-line error for a non-model folder
         reviews = ReviewClassifier().load(folder, bert)
         return (lambda texts: reviews.predict(None, pd.DataFrame({"review": texts}))), None
     images = ImageClassifier().load(folder)
@@ -82,7 +80,7 @@ def _load_logged(uri: str) -> tuple[Callable[[object], pd.DataFrame], tuple[int,
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    from dlprojects import tracking
+    from dlprojects.core import tracking
 
     store = tracking.tracking_uri()
     if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():

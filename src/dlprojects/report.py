@@ -1,6 +1,6 @@
 """The report stage: `reports/index.html`, one self-contained page (figures inlined, no external
-scripts, styles or fonts) with the results of the four projects against the published figures and
-every figure; and `reports/README.md`, the same for reading on a forge (figures linked, not
+scripts, styles or fonts) with the results of every declared project (`core.projects`) against
+the published figures and every figure; and `reports/README.md`, the same for reading on a forge (figures linked, not
 inlined).
 
 Each result is named by its model's digest (`lineage.model_digest`, the `model.digest` tag of its
@@ -17,49 +17,14 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlprojects import numerics
-from dlprojects.lineage import dvc_hashes, model_digest
-from dlprojects.errors import UserError
-
-
-@dataclass(frozen=True)
-class Result:
-    """One row of the results table: where its figure, run and plots come from."""
-
-    project: str  # the MLflow experiment
-    model: str
-    metrics: str  # metrics JSON under reports/
-    key: tuple[str, ...]  # path to the test accuracy inside it
-    model_dir: str  # the train stage's out: its digest names the result (and finds its runs)
-    published: dict[str, str] = field(default_factory=dict)  # dataset -> published figure
-
-
-RESULTS = (
-    Result("backprop", "NumPy MLP", "backprop/mlp/metrics.json", ("test_accuracy",),
-           "models/backprop/mlp",
-           {"mnist": "98.04% (Nielsen, NumPy MLP)"}),
-    Result("backprop", "NumPy CNN", "backprop/cnn/metrics.json", ("test_accuracy",),
-           "models/backprop/cnn"),
-    Result("fashion", "dense 256-128-64, batch norm + dropout", "fashion/metrics.json",
-           ("improved", "test_accuracy"), "models/fashion/improved",
-           {"fashion_mnist": "90.0% (Zalando benchmark, MLP 256-128-64)"}),
-    Result("fashion", "dense 256-128-64, baseline", "fashion/metrics.json",
-           ("baseline", "test_accuracy"), "models/fashion/baseline"),
-    Result("vit", "Vision Transformer", "vit/metrics.json", ("test_accuracy",),
-           "models/vit",
-           {"fashion_mnist": "92.3% (small ViT from scratch)",
-            "mnist": "99.5% (small ViT from scratch)", "cifar10": "91.0% (ViT, 6.3M params)"}),
-    Result("sentiment", "frozen BERT + bi-GRU", "sentiment/metrics.json", ("test_accuracy",),
-           "models/sentiment",
-           {"imdb": "91.58% (frozen bert-base + bi-GRU, full set)"}),
-)
-DATASETS = {"backprop": "mnist", "fashion": "fashion_mnist", "sentiment": "imdb"}
-FIGURE_FOLDERS = {"backprop": ["backprop/mlp", "backprop/cnn"], "fashion": ["fashion"],
-                  "vit": ["vit"], "sentiment": ["sentiment"]}
+from dlprojects.core.errors import UserError
+from dlprojects.core.files import write_atomic
+from dlprojects.core.lineage import dvc_hashes, model_digest
+from dlprojects.core.projects import declared, models
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -70,10 +35,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def check_inputs(root: Path) -> None:
     """Fail, naming the fix, when an evaluate stage's results or a train stage's model is gone."""
-    for result in RESULTS:
-        _read_json(root / "reports" / result.metrics)
-        if not (root / result.model_dir).is_dir():
-            raise UserError(f"{result.model_dir} not found; run `dvc repro` so that every train "
+    for model in models():
+        _read_json(root / model.metrics)
+        if not (root / model.folder).is_dir():
+            raise UserError(f"{model.folder} not found; run `dvc repro` so that every train "
                             f"stage has run")
 
 
@@ -81,29 +46,29 @@ NOT_RECORDED = "not in dvc.lock"
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
-    """One dict per row of the results table."""
+    """One dict per row of the results table: each declared model, project by project."""
     recorded = dvc_hashes(root)
     rows = []
-    for result in RESULTS:
-        metrics = _read_json(root / "reports" / result.metrics)
-        value: Any = metrics
-        for key in result.key:
-            value = value[key]
-        dataset = metrics.get("dataset") or DATASETS[result.project]
-        rows.append({"project": result.project, "model": result.model, "dataset": dataset,
-                     "test_accuracy": float(value),
-                     "published": result.published.get(dataset, ""),
-                     "folder": result.model_dir,
-                     "digest": model_digest(root / result.model_dir),
-                     "dvc_hash": recorded.get(result.model_dir, NOT_RECORDED)})
+    for project in declared():
+        for model in project.models:
+            metrics = _read_json(root / model.metrics)
+            value = model.value(metrics)
+            if value is None:
+                raise UserError(f"{model.metrics} has no {'.'.join(model.headline)}; run `dvc "
+                                f"repro` so that its evaluate stage writes it")
+            dataset = metrics.get("dataset") or project.dataset
+            rows.append({"project": project.name, "model": model.label, "dataset": dataset,
+                         "test_accuracy": value, "published": model.published.get(dataset, ""),
+                         "folder": model.folder, "digest": model_digest(root / model.folder),
+                         "dvc_hash": recorded.get(model.folder, NOT_RECORDED)})
     return rows
 
 
 def figures(reports: Path) -> dict[str, list[Path]]:
     """The PNGs of each project, in a stable order."""
-    return {project: sorted(path for folder in folders
-                            for path in (reports / folder).glob("*.png"))
-            for project, folders in FIGURE_FOLDERS.items()}
+    return {project.name: sorted(path for folder in project.figures
+                                 for path in (reports / folder).glob("*.png"))
+            for project in declared()}
 
 
 SHORT = 12  # hex digits of the digest in the results table; lineage accepts it as well
@@ -210,17 +175,23 @@ def render_markdown(rows: list[dict[str, Any]], plots: dict[str, list[Path]],
     return "\n".join(lines) + "\n"
 
 
+LINEAGE_FILE = "lineage.json"  # the lineage table as data: `python -m dlprojects.lineage` reads it
+
+
+def lineage_json(rows: list[dict[str, Any]]) -> str:
+    """reports/lineage.json: each declared model's folder, digest and DVC hash."""
+    entries = [{"folder": row["folder"], "digest": row["digest"], "dvc_hash": row["dvc_hash"]}
+               for row in rows]
+    return json.dumps(entries, indent=2) + "\n"
+
+
 def write_report(root: Path) -> tuple[Path, Path]:
-    """Write reports/index.html and reports/README.md (each atomically); return their paths."""
+    """Write reports/index.html, reports/README.md and reports/lineage.json (each atomically);
+    return the first two."""
     reports = root / "reports"
     rows = collect(root)
     plots = figures(reports)
-    written = []
-    for name, text in (("index.html", render_html(rows, plots, reports)),
-                       ("README.md", render_markdown(rows, plots, reports))):
-        target = reports / name
-        scratch = target.with_suffix(target.suffix + ".partial")
-        scratch.write_text(text, encoding="utf-8")
-        scratch.replace(target)
-        written.append(target)
-    return written[0], written[1]
+    page = write_atomic(reports / "index.html", render_html(rows, plots, reports))
+    readme = write_atomic(reports / "README.md", render_markdown(rows, plots, reports))
+    write_atomic(reports / LINEAGE_FILE, lineage_json(rows))
+    return page, readme

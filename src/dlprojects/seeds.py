@@ -22,19 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlprojects.errors import UserError, run_main
-from dlprojects.report import RESULTS
+from dlprojects.core.errors import UserError, run_main
+from dlprojects.core.projects import declared, models
 
-SEED_PARAMS = ("train_backprop.seed", "train_fashion.loop.seed", "train_vit.loop.seed",
-               "train_sentiment.loop.seed")
 EXPERIMENT_PREFIX = "seed-"
-# Row label of each result of the report (its metrics file and keys are the report's)
-LABELS = {"models/backprop/mlp": "backprop MLP", "models/backprop/cnn": "backprop CNN",
-          "models/fashion/improved": "fashion improved",
-          "models/fashion/baseline": "fashion baseline", "models/vit": "vit",
-          "models/sentiment": "sentiment"}
-ROWS = tuple((LABELS[result.model_dir], f"reports/{result.metrics}", result.key)
-             for result in RESULTS)
+
+
+def seed_params() -> tuple[str, ...]:
+    """The dotted params that seed each declared project's training."""
+    return tuple(name for project in declared() for name in project.seed_params)
 
 
 def _dvc(*args: str) -> str:
@@ -49,7 +45,7 @@ def run(seeds: list[int], poll_seconds: float = 30) -> None:
     """Queue one experiment per seed (named seed-<n>), start one queue worker (each stage already
     uses every core) and wait until the queue is empty."""
     for seed in seeds:
-        overrides = [arg for name in SEED_PARAMS for arg in ("-S", f"{name}={seed}")]
+        overrides = [arg for name in seed_params() for arg in ("-S", f"{name}={seed}")]
         _dvc("exp", "run", "--queue", "-n", f"{EXPERIMENT_PREFIX}{seed}", *overrides)
         print(f"queued {EXPERIMENT_PREFIX}{seed}", flush=True)
     _dvc("queue", "start", "-j", "1")
@@ -77,15 +73,6 @@ def _queue_states() -> dict[str, str]:
         if len(words) >= 3 and words[1].startswith(EXPERIMENT_PREFIX):
             states.setdefault(words[1], words[-1])
     return states
-
-
-def _accuracy(metrics: dict[str, Any], path: str, keys: tuple[str, ...]) -> float | None:
-    value: Any = (metrics.get(path) or {}).get("data")
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return float(value)
 
 
 def collect() -> dict[int, dict[str, float | None]]:
@@ -117,7 +104,7 @@ def _params_of(rev: dict[str, Any]) -> dict[str, Any]:
 def _split_seeds(params: dict[str, Any]) -> tuple[set[Any], dict[str, Any]]:
     """(the values of the seed params, a copy of `params` without them)."""
     rest, values = copy.deepcopy(params), set()
-    for dotted in SEED_PARAMS:
+    for dotted in seed_params():
         *parents, key = dotted.split(".")
         target: Any = rest
         for part in parents:
@@ -128,7 +115,8 @@ def _split_seeds(params: dict[str, Any]) -> tuple[set[Any], dict[str, Any]]:
 
 def _row_values(rev: dict[str, Any]) -> dict[str, float | None]:
     metrics = (rev.get("data") or {}).get("metrics") or {}
-    return {label: _accuracy(metrics, path, keys) for label, path, keys in ROWS}
+    return {model.name: model.value((metrics.get(model.metrics) or {}).get("data") or {})
+            for model in models()}
 
 
 def table(by_seed: dict[int, dict[str, float | None]]) -> str:
@@ -137,27 +125,36 @@ def table(by_seed: dict[int, dict[str, float | None]]) -> str:
              f"Seeds {', '.join(map(str, seeds))} (`make seeds`: one DVC experiment per seed, "
              f"`dvc exp show`); seed 0 is the default run. Percent; the standard deviation is the "
              f"sample one (n - 1).", "",
-             "| project | default run | mean | std | min | max | runs |",
+             "| model | default run | mean | std | min | max | runs |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, _, _ in ROWS:
-        values = [100 * by_seed[seed][label] for seed in seeds
-                  if by_seed[seed].get(label) is not None]
+    for model in models():
+        values = [100 * by_seed[seed][model.name] for seed in seeds
+                  if by_seed[seed].get(model.name) is not None]
         if not values:
             continue
-        default = by_seed.get(0, {}).get(label)
+        default = by_seed.get(0, {}).get(model.name)
         spread = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "-"
-        lines.append(f"| {label} | {'-' if default is None else f'{100 * default:.2f}'} | "
+        lines.append(f"| {model.name} | {'-' if default is None else f'{100 * default:.2f}'} | "
                      f"{statistics.mean(values):.2f} | {spread} | {min(values):.2f} | "
                      f"{max(values):.2f} | {len(values)} |")
     if len(seeds) == 1:
         lines += ["", "Only the default run so far: `make seeds` runs seeds 1-4."]
-    improved, baseline = "fashion improved", "fashion baseline"
-    wins = [by_seed[s][improved] > by_seed[s][baseline] for s in seeds
-            if by_seed[s].get(improved) is not None and by_seed[s].get(baseline) is not None]
-    if wins:
-        lines += ["", f"FashionMNIST improved above its baseline in {sum(wins)} of {len(wins)} "
-                      f"seeds."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _baseline_lines(by_seed, seeds)) + "\n"
+
+
+def _baseline_lines(by_seed: dict[int, dict[str, float | None]], seeds: list[int]) -> list[str]:
+    """For each model declared against a baseline: in how many seeds it scored above it."""
+    lines = []
+    for model in models():
+        if not model.baseline:
+            continue
+        wins = [by_seed[s][model.name] > by_seed[s][model.baseline] for s in seeds
+                if by_seed[s].get(model.name) is not None
+                and by_seed[s].get(model.baseline) is not None]
+        if wins:
+            lines += ["", f"{model.name} above {model.baseline} in {sum(wins)} of {len(wins)} "
+                          f"seeds."]
+    return lines
 
 
 def main() -> None:

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from dlprojects import numpy_nn
-from dlprojects.errors import UserError
+from dlprojects.backprop import numpy_nn
+from dlprojects.core import models
+from dlprojects.core.errors import UserError
+from dlprojects.core.models import ImageNetwork
 
 PIXELS, CLASSES = 28 * 28, 10
 
@@ -54,6 +56,23 @@ def save(network: numpy_nn.Sequential, params: dict[str, Any], folder: Path) -> 
     folder.mkdir(parents=True, exist_ok=True)
     numpy_nn.save_npz(folder / "weights.npz", network.state_dict())
     (folder / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+    models.describe(folder, classifier, "images")
+
+
+def classifier(folder: Path) -> ImageNetwork:
+    """The trained network in `folder` as an image classifier: uint8 28x28 digits in (the
+    builder its model.json names)."""
+    from dlprojects.core.data.images import class_names
+
+    model, params = load(folder)
+    model.eval()
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        pixels = as_inputs(params["kind"], images)
+        return np.concatenate([numpy_nn.softmax(model.forward(pixels[start:start + 1000]))
+                               for start in range(0, len(pixels), 1000)])
+
+    return ImageNetwork(probabilities, class_names("mnist"), (28, 28))
 
 
 def load(folder: Path) -> tuple[numpy_nn.Sequential, dict[str, Any]]:

@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from dlprojects import tracking
-from dlprojects.errors import UserError
-from dlprojects.lineage import MODEL_TAG, dvc_hashes, first_commit, git, model_digest, project_root
+from dlprojects.core import tracking
+from dlprojects.core.errors import UserError
+from dlprojects.core.lineage import MODEL_TAG, dvc_hashes, first_commit, git, model_digest, project_root
 
 
 def describe_run(client, run_id: str) -> str:
@@ -73,9 +74,7 @@ def describe_experiment(client, name: str) -> str:
 
 DIGEST = re.compile(r"[0-9a-f]{8,64}")
 
-LINEAGE_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*`([0-9a-f]{64})`\s*\|\s*`([^`]*)`\s*\|", re.M)
-
-REPORT = "reports/README.md"
+REPORT = "reports/lineage.json"  # written by the report stage: folder, digest, DVC hash
 
 
 def _require_git(root: Path) -> None:
@@ -84,27 +83,36 @@ def _require_git(root: Path) -> None:
                         f"in a clone of the project")
 
 
+def _entries(text: str) -> list[dict[str, str]]:
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        return []
+    return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+
+
 def _report_row(root: Path, digest: str) -> tuple[str, str, str] | None:
-    """(folder, full digest, DVC hash) of the lineage table row of `reports/README.md` whose
-    digest starts with `digest`: the working tree's file first, then each commit of its history
-    that added or removed that string, newest first."""
+    """(folder, full digest, DVC hash) of the model whose digest starts with `digest`, from the
+    report's `reports/lineage.json`: the working tree's file first, then each commit of its
+    history that added or removed that string, newest first."""
     texts = [(root / REPORT).read_text()] if (root / REPORT).exists() else []
     for commit in git(root, "log", "--format=%H", "-S", digest, "--", REPORT).split():
         texts.append(git(root, "show", f"{commit}:{REPORT}"))
     for text in texts:
-        for folder, full, dvc_hash in LINEAGE_ROW.findall(text):
-            if full.startswith(digest):
-                return folder, full, dvc_hash
+        for entry in _entries(text):
+            if str(entry.get("digest", "")).startswith(digest):
+                return str(entry.get("folder", "")), entry["digest"], str(entry.get("dvc_hash", ""))
     return None
 
 
 def _locate(target: str, root: Path | None) -> tuple[Path, str, str, str]:
     """(project root, model folder, digest, DVC hash) of a model folder or a digest; the folder
-    and hash are '' where neither the folder nor reports/README.md names them."""
+    and hash are '' where neither the folder nor reports/lineage.json names them."""
     if Path(target).is_dir():
         folder = Path(target)
         if not any(folder.iterdir()):
-            raise UserError(f"{folder} holds no model; give a train stage's out, e.g. models/vit, "
+            raise UserError(f"{folder} holds no model; give a train stage's out (a folder under "
+                            f"models/), "
                             f"and run `dvc pull` or `dvc repro` first")
         root = root or project_root(folder)
         _require_git(root)
@@ -119,18 +127,19 @@ def _locate(target: str, root: Path | None) -> tuple[Path, str, str, str]:
         row = _report_row(root, target.lower())
         return (root, *row) if row else (root, "", target.lower(), "")
     raise UserError(f"{target!r} is neither a model folder nor a model digest (8 to 64 hex "
-                    f"digits); give e.g. models/vit, or a digest from reports/README.md")
+                    f"digits); give e.g. models/<project>, or a digest from reports/README.md")
 
 
 def describe_model(client, target: str | Path, root: Path | None = None) -> str:
     """The runs, registered versions and first commit of a model, given as its folder (e.g.
-    models/vit) or as its digest (`lineage.model_digest`: 64 hex digits, or the first 8 or more).
+    models/<project>) or as its digest (`lineage.model_digest`: 64 hex digits, or the first 8 or
+    more).
 
     The runs are those in the store `client` reads (MLFLOW_TRACKING_URI, else mlflow.db) tagged
     `model.digest`. The commit is the oldest one whose dvc.lock recorded the model's DVC hash
     (`git log --reverse -S <hash> -- dvc.lock`). A folder's DVC hash is the `md5` the working
     tree's dvc.lock records for it; a digest is mapped to its folder and DVC hash through the
-    lineage table of reports/README.md, in the working tree or else in the file's git history."""
+    report's reports/lineage.json, in the working tree or else in the file's git history."""
     target = str(target)
     root, name, digest, dvc_hash = _locate(target, root)
     runs = tracking.runs_with_digest(client, digest)
@@ -152,7 +161,7 @@ def describe_model(client, target: str | Path, root: Path | None = None) -> str:
     versions = (client.search_model_versions(f"tags.`{MODEL_TAG}` = '{digest}'")
                 if len(digest) == 64 else [])
     lines = [f"model digest  {digest}",
-             f"model folder  {name or 'unknown: not in reports/README.md'}"
+             f"model folder  {name or 'unknown: not in reports/lineage.json'}"
              + (f"  (DVC hash {dvc_hash})" if dvc_hash else ""),
              f"git commit    {committed}"]
     for version in sorted(versions, key=lambda v: (v.name, int(v.version))):
@@ -176,7 +185,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="an MLflow run id").add_argument("run_id")
     sub.add_parser("exp", help="a DVC experiment name").add_argument("name")
-    sub.add_parser("model", help="a model folder (e.g. models/vit) or a model digest (from "
+    sub.add_parser("model", help="a model folder (e.g. models/<project>) or a model digest (from "
                    "reports/README.md)").add_argument("target")
     args = parser.parse_args()
     from mlflow.exceptions import MlflowException

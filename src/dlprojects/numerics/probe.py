@@ -16,6 +16,7 @@ import dlprojects  # noqa: F401  first: the portable settings before NumPy and t
 
 import argparse
 import hashlib
+import importlib
 import json
 import sys
 from collections.abc import Callable, Iterable
@@ -32,35 +33,35 @@ THREADS = 2
 STEPS = 3  # training steps per model: enough for every op's backward and the optimiser
 
 
-def _random(*shape: int, seed: int = 0) -> torch.Tensor:
+def random_tensor(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def matrix_products():
-    a, b, c = _random(300, 784, seed=1), _random(784, 256, seed=2), _random(256, seed=3)
-    batched = _random(64, 17, 16, seed=4)
+    a, b, c = random_tensor(300, 784, seed=1), random_tensor(784, 256, seed=2), random_tensor(256, seed=3)
+    batched = random_tensor(64, 17, 16, seed=4)
     return [a @ b, torch.addmm(c, a, b), a[:37, :129] @ b[:129, :5], a.t() @ a,
             batched @ batched.transpose(1, 2), torch.baddbmm(batched[:, :, :1], batched,
                                                              batched.transpose(1, 2)[:, :, :1])]
 
 
 def mkl_products():
-    a, b = _random(300, 784, seed=1), _random(784, 256, seed=2)
+    a, b = random_tensor(300, 784, seed=1), random_tensor(784, 256, seed=2)
     return [torch.mm(a, b, out=torch.empty(300, 256)), torch.mv(a, b[:, 0])]
 
 
 def vector_math():
-    x = _random(100_000, seed=5) * 3
+    x = random_tensor(100_000, seed=5) * 3
     return [x.exp(), x.abs().log(), x.tanh(), x.abs().sqrt(), torch.erf(x), torch.log1p(x.abs())]
 
 
 def elementwise():
-    x = _random(1000, 100, seed=6)
+    x = random_tensor(1000, 100, seed=6)
     return [x.sigmoid(), nn.functional.gelu(x), x.softmax(-1), x.log_softmax(-1), x.relu()]
 
 
 def norms():
-    x = _random(256, 784, seed=7).requires_grad_()
+    x = random_tensor(256, 784, seed=7).requires_grad_()
     layer = nn.functional.layer_norm(x, (784,))
     batch = nn.functional.batch_norm(x, None, None, training=True)
     (layer.square().sum() + batch.square().sum()).backward()
@@ -70,14 +71,14 @@ def norms():
 def convolution():
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 3, padding=1)
-    images = _random(32, 16, 28, 28, seed=8).requires_grad_()
+    images = random_tensor(32, 16, 28, 28, seed=8).requires_grad_()
     out = conv(images)
     out.square().sum().backward()
     return [out, images.grad, conv.weight.grad, conv.bias.grad]
 
 
 def attention():
-    q = _random(8, 4, 17, 16, seed=9).requires_grad_()
+    q = random_tensor(8, 4, 17, 16, seed=9).requires_grad_()
     out = nn.functional.scaled_dot_product_attention(q, q, q)
     out.square().sum().backward()
     return [out, q.grad]
@@ -86,17 +87,17 @@ def attention():
 def recurrent():
     torch.manual_seed(0)
     gru = nn.GRU(64, 32, batch_first=True, bidirectional=True)
-    out = gru(_random(16, 50, 64, seed=10))[0]
+    out = gru(random_tensor(16, 50, 64, seed=10))[0]
     out.square().sum().backward()
     return [out, *(p.grad for p in gru.parameters())]
 
 
 def optimiser():
     torch.manual_seed(0)
-    parameter = nn.Parameter(_random(10_000, seed=11))
+    parameter = nn.Parameter(random_tensor(10_000, seed=11))
     optimizer = torch.optim.AdamW([parameter], lr=1e-3, weight_decay=0.01)
     for step in range(STEPS):
-        parameter.grad = _random(10_000, seed=12 + step)
+        parameter.grad = random_tensor(10_000, seed=12 + step)
         optimizer.step()
     return [parameter]
 
@@ -107,39 +108,14 @@ def numpy_ops():
     return [x @ x.T, np.exp(x), np.log(np.abs(x) + 1), np.tanh(x)]
 
 
-def _train(model: nn.Module, inputs: tuple, labels: torch.Tensor) -> list:
+def train_steps(model: nn.Module, inputs: tuple, labels: torch.Tensor) -> list:
+    """The parameters of `model` after STEPS AdamW steps on one batch (a project's probe)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     for _ in range(STEPS):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(*inputs), labels).backward()
         optimizer.step()
     return list(model.parameters())
-
-
-def fashion_model():
-    from dlprojects.fashion.model import DenseClassifier
-
-    torch.manual_seed(0)
-    model = DenseClassifier(hidden=[256, 128, 64], batch_norm=True, dropout=0.2)
-    return _train(model, (_random(256, 1, 28, 28, seed=13),), torch.arange(256) % 10)
-
-
-def vit_model():
-    from dlprojects.vit.model import ViT
-
-    torch.manual_seed(0)
-    model = ViT(image_size=28, patch_size=7, dim=64, depth=2, heads=4, mlp_dim=128,
-                stem_channels=16)
-    return _train(model, (_random(64, 1, 28, 28, seed=14),), torch.arange(64) % 10)
-
-
-def sentiment_model():
-    from dlprojects.sentiment.model import SentimentRNN
-
-    torch.manual_seed(0)
-    model = SentimentRNN(input_size=384, hidden_size=32, projection=64, pooling="mean_max")
-    lengths = torch.arange(32) % 40 + 10
-    return _train(model, (_random(32, 50, 384, seed=15), lengths), torch.arange(32) % 2)
 
 
 def bert_model():
@@ -168,11 +144,21 @@ CHECKS: dict[str, Callable[[], Iterable]] = {
     "bidirectional GRU, forward and backward": recurrent,
     "AdamW steps": optimiser,
     "NumPy matmul, exp, log, tanh": numpy_ops,
-    f"fashion MLP: {STEPS} training steps": fashion_model,
-    f"ViT: {STEPS} training steps": vit_model,
-    f"sentiment bi-GRU: {STEPS} training steps": sentiment_model,
     "BERT encoder: forward": bert_model,
 }
+
+
+def checks() -> dict[str, Callable[[], Iterable]]:
+    """CHECKS and each declared project's model, trained STEPS steps (its declaration's
+    `probe`: a label and the builder of those steps)."""
+    from dlprojects.core.projects import declared
+
+    found = dict(CHECKS)
+    for project in declared():
+        for label, target in project.probe.items():
+            module, _, name = target.partition(":")
+            found[f"{label}: {STEPS} training steps"] = getattr(importlib.import_module(module), name)
+    return found
 
 
 def digest(values: Iterable) -> str:
@@ -186,10 +172,10 @@ def digest(values: Iterable) -> str:
 
 def run() -> dict[str, str]:
     """Each check's hash on this CPU, at THREADS threads."""
-    from dlprojects.runtime import set_threads
+    from dlprojects.core.runtime import set_threads
 
     set_threads(THREADS)
-    return {name: digest(check()) for name, check in CHECKS.items()}
+    return {name: digest(check()) for name, check in checks().items()}
 
 
 def differences(found: dict[str, str], reference: dict) -> list[str]:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlprojects.distributed import World
-from dlprojects.errors import UserError
+from dlprojects.core.distributed import World
+from dlprojects.core.errors import UserError
 from dlprojects.sentiment.reviews import clean_review, truncate
 
 BERT_PARAM = "download.bert.model"  # the param that chooses what data/raw/bert holds

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dlprojects.errors import UserError
-from dlprojects.weights import load_params, load_weights, save_model
+from dlprojects.core.errors import UserError
+from dlprojects.core.models import describe
+from dlprojects.core.weights import load_params, load_weights, save_model
 
 
 def reverse_within_length(sequences: Tensor, lengths: Tensor) -> Tensor:
@@ -96,6 +97,7 @@ def save_rnn(model: SentimentRNN, folder: Path, *, embedding: dict[str, Any],
     """models/sentiment/model.safetensors: RNN weights, with its architecture, the embedding
     settings (so predict embeds text the way the training reviews were) and the train params."""
     settings = {key: value for key, value in embedding.items() if key != "splits"}
+    describe(folder, "dlprojects.sentiment.predict:predictor", "reviews")
     return save_model(model, Path(folder) / "model.safetensors",
                       {"model": model.config, "embedding": settings, "train": train_params})
 
@@ -107,3 +109,13 @@ def load_rnn(folder: Path) -> tuple[SentimentRNN, dict[str, Any]]:
         raise UserError(f"{weights} not found; run `dvc repro train_sentiment` first")
     saved = load_params(weights)
     return load_weights(SentimentRNN(**saved["model"]), weights).eval(), saved
+
+
+def probe_steps() -> list:
+    """The numerics probe's check of this model: three training steps from a fixed start."""
+    from dlprojects.numerics.probe import random_tensor, train_steps
+
+    torch.manual_seed(0)
+    model = SentimentRNN(input_size=384, hidden_size=32, projection=64, pooling="mean_max")
+    lengths = torch.arange(32) % 40 + 10
+    return train_steps(model, (random_tensor(32, 50, 384, seed=15), lengths), torch.arange(32) % 2)

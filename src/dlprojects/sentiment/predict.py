@@ -1,5 +1,5 @@
-"""Review text in, probability of positive out: the `predict_sentiment` command and the served
-model."""
+"""Review text in, probability of positive out: the `python -m dlprojects.sentiment` command and
+the served model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlprojects.errors import UserError
+from dlprojects.core.errors import UserError
 from dlprojects.sentiment.bert import (BERT_PARAM, bert_identity, embed, encode, load_bert,
                                        read_bert_config, trim_to_layers)
 from dlprojects.sentiment.model import SentimentRNN, load_rnn
@@ -72,3 +72,9 @@ class SentimentPredictor:
             logits = self.rnn(padded.to(self.device), lengths)
             probabilities[index] = logits.float().softmax(dim=-1)[:, 1].cpu().numpy()
         return probabilities
+
+
+def predictor(folder: Path, bert: Path | None = None) -> SentimentPredictor:
+    """The RNN in `folder` on the frozen BERT in `bert` (default data/raw/bert), on the CPU: the
+    builder its model.json names."""
+    return SentimentPredictor.load(folder, Path(bert or "data/raw/bert"), device=torch.device("cpu"))

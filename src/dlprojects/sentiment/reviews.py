@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlprojects.errors import UserError
+from dlprojects.core.errors import UserError
 
 _LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dlprojects.distributed import World
-from dlprojects.errors import UserError
+from dlprojects.core.distributed import World
+from dlprojects.core.errors import UserError
 from dlprojects.sentiment.bert import (bert_identity, embed, encode, load_bert, read_bert_config,
                                        trim_to_layers)
 from dlprojects.sentiment.reviews import balanced_subset, read_reviews

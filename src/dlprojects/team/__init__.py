@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlprojects.errors import UserError
+from dlprojects.core.errors import UserError
 
 PORTS = {"postgres": 15432, "s3": 18333, "mlflow": 15000, "seaweed": 19333}
 SECRETS = ("MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from dlprojects.errors import run_main
-from dlprojects.lineage import project_root
+from dlprojects.core.errors import run_main
+from dlprojects.core.lineage import project_root
 from dlprojects.team import Team
 from dlprojects.team.servers import SERVERS, down, up
 

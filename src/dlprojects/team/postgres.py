@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from dlprojects.errors import UserError
+from dlprojects.core.errors import UserError
 from dlprojects.team import Team, last_line
 
 

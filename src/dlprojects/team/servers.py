@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dlprojects.errors import UserError
+from dlprojects.core.errors import UserError
 from dlprojects.team import ADMIN, BUCKETS, Team, last_line
 from dlprojects.team.postgres import start_postgres, stop_postgres
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlprojects.data.cifar import load_cifar10_splits
-from dlprojects.data.images import ImageSplits, load_image_splits
+from dlprojects.core.data.cifar import load_cifar10_splits
+from dlprojects.core.data.images import ImageSplits, load_image_splits
 
 
 def load_splits(dataset: str, root: Path, *, validation_size: int, seed: int,

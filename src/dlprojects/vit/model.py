@@ -7,13 +7,18 @@ the CPU) at full resolution before patchifying; tokens are still one per patch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from dlprojects.core.models import ImageNetwork, torch_image_network
+from dlprojects.core.weights import load_params
+
 __all__ = ["NO_DECAY", "PatchEmbedding", "Attention", "FeedForward", "Block", "ViT", "patchify",
-           "unpatchify", "attention_rollout"]
+           "attention_rollout", "classifier"]
 
 NO_DECAY = ("pos_embedding", "cls_token")  # no weight decay (nor on biases and norm weights)
 
@@ -26,14 +31,6 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
     p = patch_size
     x = images.reshape(b, c, h // p, p, w // p, p)            # (B, C, H/p, p, W/p, p)
     return x.permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c, p, p)  # (B, N, C, p, p)
-
-
-def unpatchify(patches: Tensor, image_size: int) -> Tensor:
-    """Inverse of `patchify` for square images: (B, N, C, p, p) -> (B, C, H, W)."""
-    b, n, c, p, _ = patches.shape
-    g = image_size // p
-    x = patches.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, g, p, g, p)
-    return x.reshape(b, c, g * p, g * p)
 
 
 class PatchEmbedding(nn.Module):
@@ -169,3 +166,23 @@ def attention_rollout(attentions: list[Tensor]) -> Tensor:
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout              # (B, N, N)
     return rollout[:, 0, 1:]                                         # (B, N-1)
+
+
+def classifier(folder: Path) -> ImageNetwork:
+    """The ViT trained into `folder` (its model.safetensors records its params): uint8 images of
+    its data set in (the builder its model.json names)."""
+    from dlprojects.core.parsing import parse
+    from dlprojects.vit.params import TrainVitParams
+
+    params = parse(TrainVitParams, load_params(Path(folder) / "model.safetensors"), "train_vit")
+    return torch_image_network(ViT(**params.model_kwargs()), folder, params.dataset)
+
+
+def probe_steps() -> list:
+    """The numerics probe's check of this model: three training steps from a fixed start."""
+    from dlprojects.numerics.probe import random_tensor, train_steps
+
+    torch.manual_seed(0)
+    model = ViT(image_size=28, patch_size=7, dim=64, depth=2, heads=4, mlp_dim=128,
+                stem_channels=16)
+    return train_steps(model, (random_tensor(64, 1, 28, 28, seed=14),), torch.arange(64) % 10)

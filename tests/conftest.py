@@ -120,9 +120,18 @@ def merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def checkout_env(cwd: Path) -> dict[str, str]:
+    """tool_env(), running the code of the checkout at `cwd` when it is one (its src/ first on
+    the path: a project added there is importable, as `make setup` makes it in a real clone)."""
+    env = tool_env()
+    if (Path(cwd) / "src/dlprojects").is_dir():
+        env["PYTHONPATH"] = str(Path(cwd) / "src")
+    return env
+
+
 def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=tool_env(), capture_output=True, text=True,
-                            **kwargs)
+    result = subprocess.run(command, cwd=cwd, env=checkout_env(cwd), capture_output=True,
+                            text=True, **kwargs)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -139,10 +148,30 @@ def smoke_clone(clone: Path) -> Path:
     return clone
 
 
+EXAMPLE = ROOT / "examples/digits"  # README, "Add a project"
+EXAMPLE_TAG = "example-project"  # the commit that adds it, in the smoke clone
+
+
+def add_example_project(clone: Path) -> None:
+    """README's "Add a project", in `clone`: the example's folder and its params section (at its
+    smoke size), dvc.yaml written again; committed and tagged EXAMPLE_TAG."""
+    shutil.copytree(EXAMPLE / "digits", clone / "src/dlprojects/digits")
+    section = yaml.safe_load((EXAMPLE / "params.yaml").read_text())
+    smoke = yaml.safe_load((EXAMPLE / "digits/project.yaml").read_text())["smoke"]
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    (clone / "params.yaml").write_text(yaml.safe_dump({**params, **merge(section, smoke)},
+                                                      sort_keys=False))
+    run([sys.executable, "-m", "dlprojects.stages"], clone)
+    run(["git", "add", "-A"], clone)
+    run(["git", "commit", "-qm", "add the example project"], clone)
+    run(["git", "tag", EXAMPLE_TAG], clone)
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
-    """A clone of the working tree with smoke-sized params, after a full `dvc repro`
-    (test_pipeline's tests build on it, in file order)."""
+    """A clone of the working tree with smoke-sized params and the example project added, after a
+    full `dvc repro` (test_pipeline's tests build on it, in file order)."""
     clone = smoke_clone(tmp_path_factory.mktemp("e2e") / "dlprojects")
+    add_example_project(clone)
     run(["dvc", "repro"], clone, timeout=1800)
     return clone

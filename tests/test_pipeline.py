@@ -20,7 +20,8 @@ import yaml
 
 from dlprojects.core.projects import smoke_params
 
-from conftest import OFFLINE, ROOT, copy_working_tree, free_port, merge, run, tool_env
+from conftest import (EXAMPLE_TAG, OFFLINE, ROOT, copy_working_tree, free_port, merge, run,
+                      tool_env)
 from dlprojects import numerics
 from test_distributed import FASHION, assert_same_training, node
 from test_numerics import _digests, _train_fashion, probe
@@ -113,8 +114,8 @@ def test_two_nodes_on_one_rendezvous_train_as_one_process(project, tmp_path):
     nodes = [node(tmp_path / f"node{n}", project) for n in (0, 1)]
     topology = {"DLPROJECTS_NNODES": "2", "DLPROJECTS_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}",
                 "GLOO_SOCKET_IFNAME": "lo"}
-    launched = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / FASHION[0]),
-                                  *FASHION[1:]], cwd=folder, text=True, stderr=subprocess.PIPE,
+    launched = [subprocess.Popen([sys.executable, "-m", *FASHION], cwd=folder, text=True,
+                                 stderr=subprocess.PIPE,
                                  env={**tool_env(), **topology, "DLPROJECTS_NODE_RANK": str(n)})
                 for n, folder in enumerate(nodes)]
     errors = [process.communicate(timeout=600)[1] for process in launched]
@@ -126,7 +127,7 @@ def test_two_nodes_on_one_rendezvous_train_as_one_process(project, tmp_path):
 def test_an_unreachable_rendezvous_is_one_line(project, tmp_path):
     folder = node(tmp_path / "node1", project)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / FASHION[0]), *FASHION[1:]], cwd=folder,
+        [sys.executable, "-m", *FASHION], cwd=folder,
         env={**tool_env(), "DLPROJECTS_NNODES": "2", "DLPROJECTS_NODE_RANK": "1",
              "DLPROJECTS_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}",
              "DLPROJECTS_RDZV_TIMEOUT": "5"}, capture_output=True, text=True, timeout=300)
@@ -223,10 +224,55 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
         path = f"models/{folder}"
         assert f"| `{path}` | `{model_digest(project / path)}` | `{lock[path]}` |" in readme
     table = [line for line in readme.splitlines() if line.startswith("| ") and "%" in line]
-    assert len(table) == 6 and "<script" not in page
+    assert len(table) == 6 + 1 and "<script" not in page  # the example project's row too
     assert_registered_once(project)
     predicted = run([sys.executable, "-m", "dlprojects.sentiment", "A fine film."], project)
     assert 0 <= float(predicted.stdout.strip().splitlines()[-1]) <= 1
+
+
+def test_an_added_project_is_everywhere_the_declared_ones_are(project, tmp_path):
+    """README's "Add a project": the example's folder and params section, dvc.yaml written
+    again, nothing else; `dvc repro` trained and evaluated it, and it is in the report,
+    `dvc metrics show`, the seeds table, the registry with its alias, predict, HTTP serving and
+    lineage."""
+    import mlflow
+    from PIL import Image
+
+    from dlprojects.core.lineage import model_digest
+    from test_serving import Served, post
+
+    changed = run(["git", "diff", "--name-only", f"{EXAMPLE_TAG}~1", EXAMPLE_TAG],
+                  project).stdout.split()
+    assert {path for path in changed if not path.startswith("src/dlprojects/digits/")} == {
+        "params.yaml", "dvc.yaml"}, changed
+    digest = model_digest(project / "models/digits")
+    readme = (project / "reports/README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| digits |"))
+    assert "softmax regression | mnist |" in row and digest[:12] in row and "88.0%" in row
+    assert "## digits" in readme and "digits/confusion.png" in readme
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    assert "reports/digits/metrics.json" in json.dumps(shown)
+    seeds = run([sys.executable, "-m", "dlprojects.seeds", "table", "--output",
+                 str(tmp_path / "seeds.md")], project).stdout
+    accuracy = json.loads((project / "reports/digits/metrics.json").read_text())["test_accuracy"]
+    assert f"| digits | {100 * accuracy:.2f} |" in seeds
+
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store)
+    champion = client.get_model_version_by_alias("digits", "champion")
+    assert champion.tags["model.digest"] == digest
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.full((40, 40), 255, dtype=np.uint8)).save(image)
+    for model in ("models/digits", "models:/digits@champion"):
+        predicted = run([sys.executable, "-m", "dlprojects.predict", model, str(image)], project)
+        header, line = predicted.stdout.strip().splitlines()[-2:]
+        assert header.split(",")[:3] == ["file", "label", "0"] and line.startswith(str(image))
+    with Served("models:/digits@champion", store, cwd=project) as server:
+        status, answer = post(server.url, {"inputs": np.zeros((2, 28, 28), np.uint8).tolist()})
+        assert status == 200 and len(answer["predictions"]) == 2, answer
+    listed = run([sys.executable, "-m", "dlprojects.lineage", "model", "models/digits"],
+                 project).stdout
+    assert f"model digest  {digest}" in listed and "models:/digits@champion" in listed
 
 
 def champion_inputs(project: Path, count: int = 8) -> dict:

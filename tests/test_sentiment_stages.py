@@ -4,6 +4,7 @@ then the predict command, and stage errors that stop before any work."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import runpy
 import sys
@@ -35,11 +36,12 @@ MODULES = {"embed_imdb.py": "dlprojects.sentiment.embed",
 
 
 def stage(script: str, *args: str) -> None:
-    """Run a stage's module in this process, as `python -m <module> args` would."""
+    """Run a stage's module in this process, as `python -m <module> args` would (by its file:
+    pytest's assertion rewriting loads the package's modules, and runpy cannot run those)."""
     argv = sys.argv
     sys.argv = [script, *args]
     try:
-        runpy.run_module(MODULES[script], run_name="__main__", alter_sys=True)
+        runpy.run_path(importlib.util.find_spec(MODULES[script]).origin, run_name="__main__")
     finally:
         sys.argv = argv
 

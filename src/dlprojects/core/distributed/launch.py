@@ -41,6 +41,15 @@ def torchrun_arguments(processes: int, argv: list[str]) -> list[str]:
             *placement, *argv]
 
 
+def _this_command() -> list[str]:
+    """This process's command line as torchrun's script and arguments: `-m module ...` when it
+    was started as `python -m module`, so each rank imports its package as this process did."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and spec.name:
+        return ["-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]]
+    return list(sys.argv)
+
+
 def _wait_for_node_0(endpoint: str, timeout: float) -> None:
     """Until node 0's launcher listens at `endpoint`, or a clear line after `timeout` seconds."""
     host, port = endpoint.rsplit(":", 1)
@@ -76,8 +85,10 @@ def launch(setting: int | str) -> None:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one node: the loopback interface
     elif node_rank > 0:
         _wait_for_node_0(endpoint, float(os.environ.get(TIMEOUT, "600")))
-    args = torchrun.parse_args(torchrun_arguments(processes, [sys.argv[0], *sys.argv[1:]]))
-    print(f"{os.path.basename(sys.argv[0])}: {processes} processes on this node "
+    command = _this_command()
+    args = torchrun.parse_args(torchrun_arguments(processes, command))
+    print(f"{command[1] if command[0] == '-m' else os.path.basename(command[0])}: {processes} "
+          f"processes on this node "
           f"(torchrun {' '.join(torchrun_arguments(processes, ['...']))})", file=sys.stderr)
     try:
         torchrun.run(args)

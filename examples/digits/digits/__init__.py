@@ -1,0 +1,1 @@
+"""An example project: softmax regression on MNIST (README, "Add a project")."""

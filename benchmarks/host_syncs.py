@@ -42,7 +42,7 @@ def one_epoch(splits, batch_size: int, samples: int) -> tuple[HostSyncs, int, fl
         started = time.process_time()
         fit(model, runtime, optimizer=torch.optim.AdamW(model.parameters(), lr=params.lr),
             loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
-            checkpoint=Checkpoint(Path(folder) / "c.pt", "benchmark"))
+            checkpoint=Checkpoint(Path(folder) / "c.npz", "benchmark"))
         seconds = time.process_time() - started
     return syncs, train.steps, seconds
 

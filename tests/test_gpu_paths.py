@@ -28,7 +28,7 @@ def train(tmp_path, *, amp: bool, batch_size: int = 64, epochs: int = 4):
                  loss_fn=nn.CrossEntropyLoss(),
                  train=TensorBatches(inputs[:448], labels[:448], batch_size, shuffle=True),
                  evals={"val": lambda: TensorBatches(inputs[448:], labels[448:], 64)()},
-                 checkpoint=Checkpoint(tmp_path / f"{amp}-{batch_size}.pt", "x"))
+                 checkpoint=Checkpoint(tmp_path / f"{amp}-{batch_size}.npz", "x"))
     return model, result
 
 

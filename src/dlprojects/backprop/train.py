@@ -15,7 +15,7 @@ from dlprojects.backprop import network
 from dlprojects.core.config import load_section
 from dlprojects.core.data.images import load_image_splits
 from dlprojects.core.errors import UserError, run_main
-from dlprojects.core.history import FitResult, history_writer
+from dlprojects.core.history import history_writer
 from dlprojects.core.resume import Checkpoint
 
 
@@ -33,18 +33,17 @@ def main() -> None:
     rng = np.random.default_rng(params.seed)  # initialisation, dropout masks and batch order
     model = network.build(resolved, rng)
 
-    checkpoint = Checkpoint.of(f"backprop-{args.kind}", resolved, suffix=".npz")
+    checkpoint = Checkpoint.of(f"backprop-{args.kind}", resolved)
     with tracking.start_run("backprop", resolved, inputs=[args.data.as_posix()], device="cpu (numpy)",
                             checkpoint=checkpoint), threadpool_limits(params.threads):
         try:
-            result = FitResult(**numpy_nn.fit(
+            result = numpy_nn.fit(
                 model, train_images=network.as_inputs(args.kind, splits.train_images),
                 train_labels=splits.train_labels,
                 val_images=network.as_inputs(args.kind, splits.val_images),
                 val_labels=splits.val_labels, rng=rng, on_epoch=tracking.log_epoch,
-                on_history=history_writer(args.history), checkpoint=checkpoint.path,
-                fingerprint=checkpoint.fingerprint,
-                **dataclasses.asdict(getattr(params, args.kind).training)))
+                on_history=history_writer(args.history), checkpoint=checkpoint,
+                **dataclasses.asdict(getattr(params, args.kind).training))
         except numpy_nn.TrainingDiverged as error:
             raise UserError(f"{error} (train_backprop.{args.kind}.training.lr)") from None
         network.save(model, resolved, args.model_dir)

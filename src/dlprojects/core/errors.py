@@ -10,6 +10,10 @@ class UserError(Exception):
     """Something the user can fix (a param, a mirror, a missing GPU); its message says how."""
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: the model is unusable, and no weights are written."""
+
+
 def run_main(main: Callable[[], None]) -> None:
     """Run a stage's `main`; a UserError becomes one line on stderr and exit status 2."""
     import dlprojects

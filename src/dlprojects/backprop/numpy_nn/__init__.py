@@ -1,7 +1,8 @@
 """Neural networks from scratch in NumPy: layers with hand-written backward passes, checked
 against finite differences (gradcheck) and, in the tests, against torch autograd.
 
-Imports NumPy only. Typical use:
+Imports NumPy (and, for checkpoints and the history contract, `dlprojects.core`) only. Typical
+use:
 
     rng = np.random.default_rng(0)
     model = build_mlp([784, 512, 256, 10], dropout=0.2, batch_norm=True, rng=rng)

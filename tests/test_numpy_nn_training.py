@@ -95,23 +95,6 @@ def test_cnn_overfits_a_tiny_batch(rng):
     assert loss < 0.05 and accuracy == 1.0
 
 
-def test_attention_model_overfits_a_tiny_batch(rng):
-    """Tokens -> attention -> mean over tokens -> logits: a label depends on the whole sequence."""
-    class MeanOverTokens(nn.Layer):
-        def forward(self, x):
-            self.tokens = x.shape[1]
-            return x.mean(axis=1)
-
-        def backward(self, grad_output):
-            return np.repeat(grad_output[:, None, :] / self.tokens, self.tokens, axis=1)
-
-    inputs, labels = rng.standard_normal((16, 6, 8)).astype(np.float32), rng.integers(0, 4, 16)
-    model = nn.Sequential(nn.MultiHeadSelfAttention(8, 2, rng=rng), nn.LayerNorm(8),
-                          MeanOverTokens(), nn.Linear(8, 4, rng=rng))
-    loss, accuracy = overfit(model, inputs, labels, steps=200, lr=1e-2)
-    assert loss < 0.1 and accuracy == 1.0
-
-
 def test_evaluate(rng):
     images, labels = blobs(rng, 70)
     model = nn.build_mlp([12, 8, 3], dropout=0.5, rng=rng)

@@ -143,15 +143,23 @@ def test_imports_no_deep_learning_framework():
     assert result.stdout.strip() == "[]"
 
 
+def imported(path: Path) -> list[str]:
+    """The absolute imports of a module."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.append(node.module)
+    return names
+
+
 def test_source_imports_only_numpy_stdlib_and_itself():
+    """And the project's atomic file writes, which are stdlib only."""
     allowed = {"numpy", "math", "time", "functools", "__future__", "io", "os", "zipfile", "pathlib",
                "json"}
+    shared = PACKAGE_DIR.parents[1] / "core" / "files.py"
+    assert {name.split(".")[0] for name in imported(shared)} <= sys.stdlib_module_names
     for path in PACKAGE_DIR.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            assert {name.split(".")[0] for name in names} <= allowed, f"{path.name} imports {names}"
+        names = [name for name in imported(path) if name != "dlprojects.core.files"]
+        assert {name.split(".")[0] for name in names} <= allowed, f"{path.name} imports {names}"

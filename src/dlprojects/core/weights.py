@@ -11,17 +11,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dlprojects.core.errors import UserError
+from dlprojects.core.files import atomic_path
 
 
 def save_model(model: nn.Module, path: Path, params: dict[str, Any]) -> Path:
     """Write weights and params together, so a model file always says how it was made."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    temporary = path.with_suffix(".tmp")
-    save_file(state, temporary, metadata={"params": json.dumps(params, sort_keys=True)})
-    temporary.replace(path)
-    return path
+    with atomic_path(path) as scratch:
+        save_file(state, scratch, metadata={"params": json.dumps(params, sort_keys=True)})
+    return Path(path)
 
 
 def _existing(path: Path) -> str:

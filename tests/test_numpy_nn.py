@@ -155,11 +155,17 @@ def imported(path: Path) -> list[str]:
 
 
 def test_source_imports_only_numpy_stdlib_and_itself():
-    """And the project's atomic file writes, which are stdlib only."""
+    """And, for its checkpoints, divergence error and history contract, the few shared modules
+    that are themselves NumPy and stdlib only."""
     allowed = {"numpy", "math", "time", "functools", "__future__", "io", "os", "zipfile", "pathlib",
                "json"}
-    shared = PACKAGE_DIR.parents[1] / "core" / "files.py"
-    assert {name.split(".")[0] for name in imported(shared)} <= sys.stdlib_module_names
+    shared = {f"dlprojects.core.{name}" for name in ("errors", "files", "history", "progress",
+                                                      "resume")}
+    core = PACKAGE_DIR.parents[1] / "core"
+    for module in shared:
+        names = {name.split(".")[0] for name in imported(core / f"{module.split('.')[-1]}.py")
+                 if name not in shared}
+        assert names <= sys.stdlib_module_names | {"numpy", "dlprojects"}, (module, names)
     for path in PACKAGE_DIR.glob("*.py"):
-        names = [name for name in imported(path) if name != "dlprojects.core.files"]
+        names = [name for name in imported(path) if name not in shared]
         assert {name.split(".")[0] for name in names} <= allowed, f"{path.name} imports {names}"

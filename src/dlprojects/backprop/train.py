@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dlprojects.backprop import network, numpy_nn
 from dlprojects.core import tracking
-from dlprojects.backprop import numpy_nn
-from dlprojects.backprop import network
 from dlprojects.core.config import load_section
 from dlprojects.core.data.images import load_image_splits
 from dlprojects.core.errors import UserError, run_main
@@ -20,12 +19,7 @@ from dlprojects.core.resume import Checkpoint
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["mlp", "cnn"])
-    parser.add_argument("data", type=Path, help="data/raw/mnist")
-    parser.add_argument("model_dir", type=Path, help="models/backprop/<kind>")
-    parser.add_argument("history", type=Path, help="reports/backprop/<kind>/history.csv")
-    args = parser.parse_args()
+    args = _parse_args()
     params = load_section("train_backprop")
     resolved = network.resolved_params(params, args.kind)
 
@@ -34,8 +28,9 @@ def main() -> None:
     model = network.build(resolved, rng)
 
     checkpoint = Checkpoint.of(f"backprop-{args.kind}", resolved)
-    with tracking.start_run("backprop", resolved, inputs=[args.data.as_posix()], device="cpu (numpy)",
-                            checkpoint=checkpoint), threadpool_limits(params.threads):
+    with (tracking.start_run("backprop", resolved, inputs=[args.data.as_posix()],
+                             device="cpu (numpy)", checkpoint=checkpoint),
+          threadpool_limits(params.threads)):
         try:
             result = numpy_nn.fit(
                 model, train_images=network.as_inputs(args.kind, splits.train_images),
@@ -49,6 +44,15 @@ def main() -> None:
         network.save(model, resolved, args.model_dir)
         tracking.log_training(result, args.model_dir, args.history,
                               artifacts=(args.model_dir / "weights.npz",))
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["mlp", "cnn"])
+    parser.add_argument("data", type=Path, help="data/raw/mnist")
+    parser.add_argument("model_dir", type=Path, help="models/backprop/<kind>")
+    parser.add_argument("history", type=Path, help="reports/backprop/<kind>/history.csv")
+    return parser.parse_args()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def classifier_metrics(probabilities: np.ndarray, labels: np.ndarray,
 
 def per_class_accuracy(matrix: np.ndarray, class_names: list[str]) -> dict[str, float]:
     """Recall of each class from a confusion matrix (rows are true classes)."""
-    return {name: float(matrix[i, i] / max(1, matrix[i].sum())) for i, name in enumerate(class_names)}
+    return {name: float(matrix[i, i] / max(1, matrix[i].sum()))
+            for i, name in enumerate(class_names)}
 
 
 def write_predictions(labels: np.ndarray, probabilities: np.ndarray, path: Path,

@@ -2,9 +2,9 @@
 scheduler state, the CPU, CUDA and batch-order random states and the loop's `Progress`. Saved by
 rank 0, loaded by every rank (which must all find the same), put back into the loop's objects.
 
-State dicts become named arrays plus JSON: a tensor is an array named by its path ("model/fc.weight",
-"optimizer/state/0/exp_avg"), tuples and dicts with other than text keys are tagged in the JSON, so
-what is read back is what was saved, to the bit, and nothing is unpickled.
+State dicts become named arrays plus JSON: a tensor is an array named by its path
+("model/fc.weight", "optimizer/state/0/exp_avg"), tuples and dicts with other than text keys are
+tagged in the JSON, so what is read back is what was saved, to the bit, and nothing is unpickled.
 """
 
 from __future__ import annotations

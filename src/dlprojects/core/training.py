@@ -39,7 +39,8 @@ class TensorBatches:
     """Minibatches by indexing tensors already on the device: no per-sample Python loop."""
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, *,
-                 shuffle: bool = False, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
+                 shuffle: bool = False,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
 
@@ -161,7 +162,8 @@ def decay_groups(model: nn.Module, weight_decay: float,
     (1-D tensors), nor the parameters named in `no_decay`."""
     decay, plain = [], []
     for name, parameter in model.named_parameters():
-        (plain if parameter.ndim < 2 or name.split(".")[-1] in no_decay else decay).append(parameter)
+        plain_one = parameter.ndim < 2 or name.split(".")[-1] in no_decay
+        (plain if plain_one else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": plain, "weight_decay": 0.0}]
 
@@ -170,8 +172,8 @@ def decay_groups(model: nn.Module, weight_decay: float,
 
 
 def fit(model: nn.Module, runtime: Runtime, *, optimizer: torch.optim.Optimizer,
-        loss_fn: Callable, train: TensorBatches | Any, evals: dict[str, Callable[[], Iterable[Batch]]],
-        checkpoint: Checkpoint, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        loss_fn: Callable, train: TensorBatches | Any,
+        evals: dict[str, Callable[[], Iterable[Batch]]], checkpoint: Checkpoint, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         select: str = "val_accuracy", patience: int | None = None,
         eval_loss_fn: Callable | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,

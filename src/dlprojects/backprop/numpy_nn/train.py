@@ -130,8 +130,8 @@ def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels
     return progress.result()
 
 
-def _epoch(model, opt, loss_fn, images, labels, val_images, val_labels, batch_size, eval_batch_size, rng,
-           lr_at, epoch, step):
+def _epoch(model, opt, loss_fn, images, labels, val_images, val_labels, batch_size,
+           eval_batch_size, rng, lr_at, epoch, step):
     """Train one epoch, then evaluate on the validation images: (the epoch's row, next step)."""
     started = time.perf_counter()
     order = rng.permutation(len(images))

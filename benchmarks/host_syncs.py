@@ -2,7 +2,10 @@
 
 Trains the FashionMNIST `improved` network (train_fashion params) for one epoch on the first
 `--samples` training images at two batch sizes, counting the synchronising tensor calls
-(`dlprojects.host_syncs`) and the CPU seconds per step. A loop that never waits inside its batch
+(`HostSyncs`: reading a tensor's value into Python, `.item()`, `bool()`, `.tolist()`..., copying
+it to host memory, `.cpu()`, `.numpy()`, or asking for a data-dependent shape, `nonzero`; on CUDA
+each stalls the queue of kernels, on the CPU they cost nothing, which is why this counts them on
+any device) and the CPU seconds per step. A loop that never waits inside its batch
 loop makes the same number of calls per epoch at any batch size.
 
     python benchmarks/host_syncs.py --samples 20000
@@ -13,20 +16,47 @@ import dlprojects  # noqa: F401  first: pins the CPU numerics
 
 import argparse
 import dataclasses
+import os
+import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from dlprojects.core.config import load_section
 from dlprojects.core.data.images import load_image_splits
-from dlprojects.fashion.model import DenseClassifier
-from dlprojects.host_syncs import HostSyncs
 from dlprojects.core.resume import Checkpoint
 from dlprojects.core.runtime import Runtime, seed_everything, set_threads
 from dlprojects.core.training import TensorBatches, fit
+from dlprojects.fashion.model import DenseClassifier
+
+TORCH = os.path.dirname(torch.__file__) + os.sep
+
+SYNCHRONISING = frozenset({"item", "__bool__", "__float__", "__int__", "__index__", "tolist",
+                           "cpu", "numpy", "nonzero", "masked_select", "unique"})
+
+
+class HostSyncs(TorchFunctionMode):
+    """While active: `counts`, the synchronising tensor calls made, by name, outside PyTorch's own
+    code (its optimisers read their step counters, which stay in host memory, with `.item()`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in SYNCHRONISING and not sys._getframe(1).f_code.co_filename.startswith(TORCH):
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
 
 
 def one_epoch(splits, batch_size: int, samples: int) -> tuple[HostSyncs, int, float]:
@@ -42,7 +72,7 @@ def one_epoch(splits, batch_size: int, samples: int) -> tuple[HostSyncs, int, fl
         started = time.process_time()
         fit(model, runtime, optimizer=torch.optim.AdamW(model.parameters(), lr=params.lr),
             loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
-            checkpoint=Checkpoint(Path(folder) / "c.pt", "benchmark"))
+            checkpoint=Checkpoint(Path(folder) / "c.npz", "benchmark"))
         seconds = time.process_time() - started
     return syncs, train.steps, seconds
 

@@ -94,7 +94,7 @@ def fit_small(folder: Path, epochs: int, stop: int | None) -> None:
     fit(model, runtime, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
         train=TensorBatches(inputs[:500], labels[:500], 50, shuffle=True),
         evals={"val": TensorBatches(inputs[500:], labels[500:], 50)},
-        checkpoint=Checkpoint(folder / "checkpoint.pt", "small"), on_epoch=on_epoch,
+        checkpoint=Checkpoint(folder / "checkpoint.npz", "small"), on_epoch=on_epoch,
         on_history=history_writer(folder / "history.csv"))
 
 

@@ -94,7 +94,7 @@ def test_a_checkpoint_of_two_processes_resumes_as_one_or_two(tmp_path):
         crashed = worker(2, "fit", str(folder), "4", "2", check=False)
         assert crashed.returncode != 0 and "crash after epoch 2" in crashed.stderr
         resumed = worker(processes, "fit", str(folder), "4")
-        assert "checkpoint.pt after epoch 1" in resumed.stderr, resumed.stderr[-2000:]
+        assert "checkpoint.npz after epoch 1" in resumed.stderr, resumed.stderr[-2000:]
     straight = (tmp_path / "straight/history.csv").read_bytes()
     assert (tmp_path / "resumed-by-2/history.csv").read_bytes() == straight
     assert_same_training(tmp_path / "straight", tmp_path / "resumed-by-1", "history.csv")

@@ -38,7 +38,7 @@ def test_numpy_model_files(tmp_path):
                                                     other.state_dict().values()))
     with pytest.raises(UserError, match="not found; run `dvc repro` to train it"):
         load_weights(other, tmp_path / "none.npz")
-    with pytest.raises(UserError, match=r"does not fit the network params.yaml describes"):
+    with pytest.raises(UserError, match=r"does not fit the model params.yaml describes"):
         load_weights(numpy_nn.build_mlp([4, 5, 2], rng=np.random.default_rng(0)), path)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(UserError, match=r"is not a readable model .*; restore it with `dvc checkout"):

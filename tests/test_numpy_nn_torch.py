@@ -74,19 +74,6 @@ def test_batchnorm_matches_torch_in_train_and_eval_mode(rng):
     assert_close(layer.forward(x), reference(torch.tensor(x)))
 
 
-def test_layernorm_matches_torch(rng):
-    layer = nn.LayerNorm(6, **F64)
-    layer.gamma.data, layer.beta.data = rng.standard_normal(6), rng.standard_normal(6)
-    x, grad_output = rng.standard_normal((2, 3, 6)), rng.standard_normal((2, 3, 6))
-    x_t, g_t, b_t = tensor(x), tensor(layer.gamma.data), tensor(layer.beta.data)
-    out_t = F.layer_norm(x_t, (6,), g_t, b_t, eps=layer.eps)
-    out_t.backward(torch.tensor(grad_output))
-    assert_close(layer.forward(x), out_t)
-    assert_close(layer.backward(grad_output), x_t.grad)
-    assert_close(layer.gamma.grad, g_t.grad)
-    assert_close(layer.beta.grad, b_t.grad)
-
-
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 1, 2)])
 def test_conv2d_matches_torch(kernel, stride, padding, rng):
     layer = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, rng=rng, **F64)
@@ -127,35 +114,6 @@ def test_softmax_cross_entropy_matches_torch(label_smoothing, rng):
     loss_t.backward()
     assert loss.forward(logits, labels) == pytest.approx(loss_t.item(), rel=1e-12)
     assert_close(loss.backward(), logits_t.grad)
-
-
-@pytest.mark.parametrize("mask", ["none", "causal", "key_padding"])
-def test_attention_matches_torch_scaled_dot_product_attention(mask, rng):
-    batch, tokens, width, heads = 2, 5, 12, 3
-    layer = nn.MultiHeadSelfAttention(width, heads, rng=rng, causal=mask == "causal", **F64)
-    layer.qkv.bias.data = rng.standard_normal(3 * width) * 0.1
-    layer.out.bias.data = rng.standard_normal(width) * 0.1
-    padding = np.zeros((batch, tokens), dtype=bool)
-    padding[0, 3:] = mask == "key_padding"
-    x = rng.standard_normal((batch, tokens, width))
-    grad_output = rng.standard_normal((batch, tokens, width))
-    out = layer.forward(x, key_padding_mask=padding if mask == "key_padding" else None)
-
-    x_t = tensor(x)
-    params_t = {name: tensor(p.data) for name, p in layer.named_parameters().items()}
-    qkv = (x_t @ params_t["qkv.weight"] + params_t["qkv.bias"]).reshape(batch, tokens, 3, heads, -1)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
-    attend = torch.tensor(~padding)[:, None, None, :] if mask == "key_padding" else None
-    heads_out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
-                                               is_causal=mask == "causal")  # (B, H, T, Dh)
-    concatenated = heads_out.transpose(1, 2).reshape(batch, tokens, width)
-    out_t = concatenated @ params_t["out.weight"] + params_t["out.bias"]
-    out_t.backward(torch.tensor(grad_output))
-
-    assert_close(out, out_t)
-    assert_close(layer.backward(grad_output), x_t.grad)
-    for name, parameter in layer.named_parameters().items():
-        assert_close(parameter.grad, params_t[name].grad)
 
 
 # --- optimisers and schedules --------------------------------------------------------------------

@@ -466,7 +466,7 @@ def ranks(parent: int) -> dict[int, int]:
 def test_a_rank_killed_mid_epoch_resumes_under_dvc_repro_and_ends_as_if_never_killed(side):
     """train_fashion as 2 processes; rank 1 killed in epoch 2: `dvc repro` resumes from the
     checkpoint in the same MLflow run and ends with the bytes of a run never killed."""
-    stage, checkpoint = "train_fashion@improved", side / "checkpoints/fashion-improved.pt"
+    stage, checkpoint = "train_fashion@improved", side / "checkpoints/fashion-improved.npz"
     model = side / "models/fashion/improved/model.safetensors"
     history = side / "reports/fashion/improved/history.csv"
     params = yaml.safe_load((side / "params.yaml").read_text())
@@ -492,7 +492,7 @@ def test_a_rank_killed_mid_epoch_resumes_under_dvc_repro_and_ends_as_if_never_ki
 
         resumed = run(["dvc", "repro", "-s", stage], side, timeout=600)
         output = resumed.stdout + resumed.stderr
-        assert "resuming from checkpoints/fashion-improved.pt after epoch" in output
+        assert "resuming from checkpoints/fashion-improved.npz after epoch" in output
         assert "resuming MLflow run" in output  # the killed run goes on
         after_kill = model.read_bytes(), history.read_bytes()
         assert not checkpoint.exists()  # removed once the run was recorded

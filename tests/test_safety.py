@@ -32,12 +32,12 @@ def test_the_scan_sees_the_source():
     assert len(SOURCES) > 30 and list(calls("load_weights"))
 
 
-def test_torch_load_reads_weights_only():
-    loads = [(path, call) for path, call in calls("load")
+def test_nothing_calls_torch_load():
+    """torch.load unpickles (even `weights_only` is a restricted unpickler): weights are
+    safetensors, checkpoints `.npz` read without pickle."""
+    loads = [f"{path}:{call.lineno}" for path, call in calls("load")
              if isinstance(call.func, ast.Attribute) and getattr(call.func.value, "id", "") == "torch"]
-    assert loads  # the checkpoint loader
-    for path, call in loads:
-        assert keyword(call, "weights_only") is True, f"{path}:{call.lineno}"
+    assert loads == []
 
 
 def test_nothing_is_unpickled_but_through_the_restricted_cifar_unpickler():

@@ -32,7 +32,7 @@ PARAMS = {section: merge(committed(section), values) for section, values in SMAL
 MODULES = {"embed_imdb.py": "dlprojects.sentiment.embed",
            "train_sentiment.py": "dlprojects.sentiment.train",
            "evaluate_sentiment.py": "dlprojects.sentiment.evaluate",
-           "predict_sentiment.py": "dlprojects.sentiment"}
+           "predict_sentiment.py": "dlprojects.sentiment.__main__"}
 
 
 def stage(script: str, *args: str) -> None:

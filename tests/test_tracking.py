@@ -224,7 +224,7 @@ def _train(folder: Path, stop_server_after: int | None = None, server: Server | 
     inputs = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))
     labels = (inputs[:, 0] > 0).long()
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
-    checkpoint = Checkpoint(folder / "checkpoints/toy.pt", "toy")
+    checkpoint = Checkpoint(folder / "checkpoints/toy.npz", "toy")
     runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=5, amp=False)
 
     def on_epoch(epoch, metrics):
@@ -252,7 +252,7 @@ def test_a_server_that_goes_down_mid_run_stops_training_and_a_rerun_resumes_the_
     noticed = time.monotonic() - started
     assert f"MLflow tracking server {server.uri} stopped answering in epoch 3" in str(stopped.value)
     assert "the checkpoint of epoch 2 is kept" in str(stopped.value)
-    assert (project / "checkpoints/toy.pt").exists() and (project / "history.csv").exists()
+    assert (project / "checkpoints/toy.npz").exists() and (project / "history.csv").exists()
 
     with pytest.raises(tracking.TrackingUnavailable, match="is unreachable"):  # still down
         _train(project)
@@ -263,6 +263,6 @@ def test_a_server_that_goes_down_mid_run_stops_training_and_a_rerun_resumes_the_
     client = mlflow.MlflowClient(server.uri)
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4, 5]
     assert client.get_run(run_id).info.status == "FINISHED"
-    assert not (project / "checkpoints/toy.pt").exists()  # removed once the run is recorded
+    assert not (project / "checkpoints/toy.npz").exists()  # removed once the run is recorded
     assert len(client.search_runs([client.get_experiment_by_name("toy").experiment_id])) == 1
     print(f"server down noticed and reported in {noticed:.1f} s")

@@ -45,7 +45,7 @@ def _run(tmp_path, epochs, *, lr=0.05, stop_after=None, params="a", deterministi
     runtime = Runtime(device=torch.device("cpu"), generator=generator, epochs=epochs, amp=amp)
     result = fit(model, runtime, optimizer=optimizer, scheduler=scheduler,
                  loss_fn=nn.CrossEntropyLoss(), train=train, evals={"val": val},
-                 checkpoint=Checkpoint(tmp_path / "checkpoint.pt", fingerprint(params)),
+                 checkpoint=Checkpoint(tmp_path / "checkpoint.npz", fingerprint(params)),
                  on_epoch=on_epoch, on_history=history_writer(tmp_path / "history.csv"))
     return model, result
 
@@ -58,7 +58,7 @@ def test_fit_learns_and_writes_its_history(tmp_path):
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5, 6]
     assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(rows[0])
     assert not {"epoch_seconds", "samples_per_second"} & set(rows[0])  # in MLflow: they vary
-    assert (tmp_path / "checkpoint.pt").exists()  # kept until the caller's results are safe
+    assert (tmp_path / "checkpoint.npz").exists()  # kept until the caller's results are safe
     _, again = _run(tmp_path, epochs=6)  # so a rerun after a failure past training is immediate
     assert again.history == result.history
     best = max(result.history, key=lambda m: m["val_accuracy"])
@@ -72,7 +72,7 @@ def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(tmp
     straight_model, straight = _run(tmp_path / "straight", epochs=6)
     with pytest.raises(Interrupt):
         _run(tmp_path / "resumed", epochs=6, stop_after=3)
-    assert (tmp_path / "resumed/checkpoint.pt").exists()
+    assert (tmp_path / "resumed/checkpoint.npz").exists()
     resumed_model, resumed = _run(tmp_path / "resumed", epochs=6)
     assert resumed.history == [
         {**m, "epoch_seconds": r["epoch_seconds"], "samples_per_second": r["samples_per_second"]}
@@ -121,7 +121,7 @@ def test_fit_on_cuda_with_bf16(tmp_path):
     result = fit(model, runtime, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
                  loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
                  evals={"val": TensorBatches(inputs, labels, 64)},
-                 checkpoint=Checkpoint(tmp_path / "c.pt", "x"))
+                 checkpoint=Checkpoint(tmp_path / "c.npz", "x"))
     assert result.history[-1]["val_accuracy"] > 0.9
 
 
@@ -136,7 +136,7 @@ def test_deterministic_mode_repeats_a_cuda_run_exactly(tmp_path):
         fit(model, runtime, optimizer=torch.optim.Adam(model.parameters(), 1e-2),
             loss_fn=nn.CrossEntropyLoss(), train=TensorBatches(inputs, labels, 64, shuffle=True),
             evals={"val": TensorBatches(inputs, labels, 64)},
-            checkpoint=Checkpoint(folder / "c.pt", "x"),
+            checkpoint=Checkpoint(folder / "c.npz", "x"),
             on_history=history_writer(folder / "h.csv"))
         return model
 

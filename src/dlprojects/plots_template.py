@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dlprojects.core.data.mirrors import MirrorError, Npm
 from dlprojects.core.errors import UserError
+from dlprojects.core.files import write_atomic
 
 PACKAGES = (  # in load order: vega-lite and vega-embed need vega
     (Npm("vega@6.4.0", "3521fb6ff68a94a40323954f0ba4484ba4014b157bfd37f89a3b063082320c42"),
@@ -43,9 +44,4 @@ def build(out: Path) -> Path:
                                 f"and the npm registry (or its mirror in ~/.npmrc)") from None
             with tarfile.open(tarball) as archive:
                 scripts.append(archive.extractfile(member).read().decode("utf-8"))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch_file = out.with_suffix(out.suffix + ".partial")
-    scratch_file.write_text(render(scripts), encoding="utf-8")
-    scratch_file.replace(out)
-    return out
+    return write_atomic(out, render(scripts))

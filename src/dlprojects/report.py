@@ -1,7 +1,7 @@
 """The report stage: `reports/index.html`, one self-contained page (figures inlined, no external
 scripts, styles or fonts) with the results of every declared project (`core.projects`) against
-the published figures and every figure; and `reports/README.md`, the same for reading on a forge (figures linked, not
-inlined).
+the published figures and every figure; and `reports/README.md`, the same for reading on a forge
+(figures linked, not inlined).
 
 Each result is named by its model's digest (`lineage.model_digest`, the `model.digest` tag of its
 MLflow runs and registered versions) and the DVC hash dvc.lock records for the model folder, never

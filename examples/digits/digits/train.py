@@ -36,7 +36,8 @@ def main() -> None:
     val = TensorBatches.of_images(splits.val_images, splits.val_labels, "mnist", run.device,
                                   loop.batch_size)
     model = network().to(run.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
+                                  weight_decay=params.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, loop.epochs * train.steps)
 
     checkpoint = Checkpoint.of("digits", resolved)

@@ -9,25 +9,19 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from dlprojects.core import plots, tracking
-from dlprojects.backprop import numpy_nn
-from dlprojects.backprop import network
+from dlprojects.backprop import network, numpy_nn
+from dlprojects.core import plots
 from dlprojects.core.config import load_section
 from dlprojects.core.data.images import load_image_splits
 from dlprojects.core.errors import run_main
-from dlprojects.core.projects import project
 from dlprojects.core.evaluation import (confusion_matrix, per_class_accuracy, write_json,
-                                   write_predictions)
-from dlprojects.core.history import best_epoch, best_of_history, read_history
+                                        write_predictions)
+from dlprojects.core.history import best_epoch, read_history
+from dlprojects.core.image_evaluation import log_and_publish
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["mlp", "cnn"])
-    parser.add_argument("data", type=Path, help="data/raw/mnist")
-    parser.add_argument("model_dir", type=Path, help="models/backprop/<kind>")
-    parser.add_argument("reports", type=Path, help="reports/backprop/<kind>")
-    args = parser.parse_args()
+    args = _parse_args()
     params = load_section("train_backprop")
     splits = load_image_splits("mnist", args.data, validation_size=params.data.validation_size,
                                seed=params.data.seed, test_samples=params.data.test_samples)
@@ -53,14 +47,19 @@ def main() -> None:
                "per_class_accuracy": per_class_accuracy(matrix, names)}
     write_json(metrics, args.reports / "metrics.json")
     write_predictions(labels, probabilities, args.reports / "predictions.csv")
-    with tracking.resume_run("backprop", args.model_dir):
-        tracking.log_summary({"test_accuracy": accuracy, "test_loss": loss} | best_of_history(history))
-        tracking.log_artifacts(figures + [args.reports / "metrics.json"], artifact_path="figures")
-        from dlprojects.core.serving.images import publish_image_classifier
-        name = project("backprop").model(args.model_dir).name
-        uri = publish_image_classifier(name, args.model_dir, splits, args.data,
-                                       {"test_accuracy": accuracy, "test_loss": loss})
+    uri = log_and_publish("backprop", args.model_dir, metrics, history,
+                          figures + [args.reports / "metrics.json"], splits, args.data,
+                          leave_out=("best_epoch",))
     print(f"backprop {args.kind}: test accuracy {accuracy:.4f}, {uri}")
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["mlp", "cnn"])
+    parser.add_argument("data", type=Path, help="data/raw/mnist")
+    parser.add_argument("model_dir", type=Path, help="models/backprop/<kind>")
+    parser.add_argument("reports", type=Path, help="reports/backprop/<kind>")
+    return parser.parse_args()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 
 from dlprojects.backprop import numpy_nn
 from dlprojects.core import models
-from dlprojects.core.errors import UserError
+from dlprojects.core.errors import missing_model, mismatched_model, unreadable_model
 from dlprojects.core.models import ImageNetwork
 
 PIXELS, CLASSES = 28 * 28, 10
@@ -81,14 +81,12 @@ def load(folder: Path) -> tuple[numpy_nn.Sequential, dict[str, Any]]:
     folder = Path(folder)
     params_file = folder / "params.json"
     if not params_file.is_file():
-        raise UserError(f"{params_file} not found; run `dvc repro` to train it (or `dvc pull` to "
-                        f"fetch it)")
+        raise missing_model(params_file)
     try:
         params = json.loads(params_file.read_text())
         network = build(params, np.random.default_rng(params["seed"]))
     except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{params_file} does not describe a network ({str(error)[:120]}); restore "
-                        f"it with `dvc checkout {folder}` or retrain it with `dvc repro`") from None
+        raise unreadable_model(params_file, error) from None
     return load_weights(network, folder / "weights.npz"), params
 
 
@@ -97,16 +95,14 @@ def load_weights(network: numpy_nn.Sequential, path: Path) -> numpy_nn.Sequentia
     one-line error that says how to restore it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found; run `dvc repro` to train it (or `dvc pull` to fetch it)")
+        raise missing_model(path)
     try:
         with np.load(path, allow_pickle=False) as stored:
             weights = {name: stored[name] for name in stored.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"{path} is not a readable model ({str(error)[:120]}); restore it with "
-                        f"`dvc checkout {path.parent}` or retrain it with `dvc repro`") from None
+        raise unreadable_model(path, error) from None
     try:
         network.load_state_dict(weights)
     except (KeyError, ValueError) as error:
-        raise UserError(f"{path} does not fit the network params.yaml describes "
-                        f"({str(error).strip(chr(39))[:160]}); retrain it with `dvc repro`") from None
+        raise mismatched_model(path, str(error).strip(chr(39))) from None
     return network

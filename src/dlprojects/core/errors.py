@@ -4,10 +4,33 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
     """Something the user can fix (a param, a mirror, a missing GPU); its message says how."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: the model is unusable, and no weights are written."""
+
+
+def missing_model(path: Path | str) -> UserError:
+    """A model file that is not there (weights, params), from either training loop."""
+    return UserError(f"{path} not found; run `dvc repro` to train it (or `dvc pull` to fetch it)")
+
+
+def unreadable_model(path: Path | str, error: BaseException) -> UserError:
+    """A model file that cannot be read: damaged, truncated, not a model at all."""
+    reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    return UserError(f"{path} is not a readable model ({reason}); restore it with "
+                     f"`dvc checkout {Path(path).parent}` or retrain it with `dvc repro`")
+
+
+def mismatched_model(path: Path | str, reason: str) -> UserError:
+    """Weights that do not fit the network their params describe."""
+    return UserError(f"{path} does not fit the model params.yaml describes ({reason[:200]}); "
+                     f"retrain it with `dvc repro`")
 
 
 def run_main(main: Callable[[], None]) -> None:

@@ -4,21 +4,17 @@ file) and the test predictions."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlprojects.core.files import write_atomic
+
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
     """Write then rename, so a DVC metrics file is never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
@@ -46,7 +42,8 @@ def classifier_metrics(probabilities: np.ndarray, labels: np.ndarray,
 
 def per_class_accuracy(matrix: np.ndarray, class_names: list[str]) -> dict[str, float]:
     """Recall of each class from a confusion matrix (rows are true classes)."""
-    return {name: float(matrix[i, i] / max(1, matrix[i].sum())) for i, name in enumerate(class_names)}
+    return {name: float(matrix[i, i] / max(1, matrix[i].sum()))
+            for i, name in enumerate(class_names)}
 
 
 def write_predictions(labels: np.ndarray, probabilities: np.ndarray, path: Path,
@@ -67,8 +64,4 @@ def write_predictions(labels: np.ndarray, probabilities: np.ndarray, path: Path,
     lines = [",".join(header)]
     lines += [f"{index},{label},{guess}," + ",".join(f"{p:.6f}" for p in row)
               for index, (label, guess, row) in enumerate(zip(labels, predicted, probabilities))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("\n".join(lines) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_atomic(path, "\n".join(lines) + "\n")

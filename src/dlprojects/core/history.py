@@ -9,9 +9,10 @@ figure). The stage reads the outcome as a `FitResult`.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from dlprojects.core.files import atomic_path
 
 TIMINGS = ("epoch_seconds", "samples_per_second")  # MLflow metrics, not history.csv columns
 
@@ -34,15 +35,11 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
     """history.csv, written then renamed. Timings vary from run to run, so they stay out of it
     (they are in MLflow): the same params and seed write the same file, and `dvc repro --force`
     leaves dvc.lock as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w", newline="") as f:
+    with atomic_path(path) as scratch, scratch.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[k for k in history[0] if k not in TIMINGS],
                                 extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-    os.replace(temporary, path)
 
 
 def history_writer(path: Path):

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dlprojects import numerics
 from dlprojects.core.distributed import World
 from dlprojects.core.errors import UserError
 from dlprojects.core.history import FitResult
-from dlprojects.core.lineage import MODEL_TAG, data_hashes, git_state, model_digest, project_root
+from dlprojects.core.lineage import MODEL_TAG, git_state, model_digest, project_root
 from dlprojects.core.parsing import as_flat_dict
 from dlprojects.core.resume import Checkpoint
+from dlprojects.core.run_tags import run_tags, take_launcher_run
 
 
 class TrackingUnavailable(UserError):
@@ -130,31 +130,8 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str,
     if not World.from_environment().main:
         yield None
         return
-
-    client = connect(project)
-    root = project_root()
-    stage = os.environ.get("DVC_STAGE", "")
-    exp_name = os.environ.get("DVC_EXP_NAME", "")
-    tags = {**git_state(root), **data_hashes(root, inputs), "device": device, "project": project,
-            "processes": str(World.from_environment().size), **numerics.describe()}
-    if stage:
-        tags["dvc.stage"] = stage
-    if exp_name:
-        tags["dvc.exp_name"] = exp_name
-    # Under `mlflow run`, MLFLOW_RUN_ID names the project's own run, which start_run would
-    # resume: this stage's run goes to its project's experiment instead, pointing back at it.
-    launcher = os.environ.pop("MLFLOW_RUN_ID", "")
-    if launcher:
-        tags["mlflow.project.run_id"] = launcher
-    interrupted = _interrupted_run(client, checkpoint)
-    if interrupted:
-        print(f"resuming MLflow run {interrupted}", file=sys.stderr)
-        run = mlflow.start_run(run_id=interrupted)
-    else:
-        run = mlflow.start_run(run_name=exp_name or stage or None, tags=tags)
-        mlflow.log_params(as_flat_dict(params))
-        if checkpoint is not None:
-            checkpoint.record_run(run.info.run_id)
+    run = _open_run(connect(project), project, params, inputs=inputs, device=device,
+                    checkpoint=checkpoint)
     try:
         yield run
     except BaseException:  # a server that is gone keeps the run open: a rerun resumes it
@@ -164,6 +141,27 @@ def start_run(project: str, params: Any, *, inputs: list[str], device: str,
     mlflow.end_run()
     if checkpoint is not None:  # results written and recorded: nothing left to resume
         checkpoint.remove()
+
+
+def _open_run(client, project: str, params: Any, *, inputs: list[str], device: str,
+              checkpoint: Checkpoint | None) -> Any:
+    """The interrupted run that wrote `checkpoint`, resumed; else a new run with its lineage tags
+    and `params`, whose id is recorded beside `checkpoint`."""
+    import mlflow
+
+    tags = run_tags(project, inputs, device)
+    launcher = take_launcher_run()
+    if launcher:
+        tags["mlflow.project.run_id"] = launcher
+    interrupted = _interrupted_run(client, checkpoint)
+    if interrupted:
+        print(f"resuming MLflow run {interrupted}", file=sys.stderr)
+        return mlflow.start_run(run_id=interrupted)
+    run = mlflow.start_run(run_name=tags.get("dvc.exp_name") or tags.get("dvc.stage"), tags=tags)
+    mlflow.log_params(as_flat_dict(params))
+    if checkpoint is not None:
+        checkpoint.record_run(run.info.run_id)
+    return run
 
 
 def _interrupted_run(client, checkpoint: Checkpoint | None) -> str | None:

@@ -8,6 +8,7 @@ evaluates each named split and keeps the best epoch's weights by `select`.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -22,16 +23,13 @@ from tqdm import tqdm
 from dlprojects.core import loop_state
 from dlprojects.core.data.images import normalised_tensor
 from dlprojects.core.distributed import World, all_sum, global_batch, parallel, share
-from dlprojects.core.errors import UserError
+from dlprojects.core.errors import TrainingDiverged  # noqa: F401  raised by `fit`
 from dlprojects.core.history import FitResult
+from dlprojects.core.progress import Progress, check_finite
 from dlprojects.core.resume import Checkpoint
 from dlprojects.core.runtime import Runtime
 
 Batch = tuple[Any, torch.Tensor]  # (inputs: a tensor or a tuple of them, class-index targets)
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
 
 
 # --------------------------------------------------------------------------------------- batching
@@ -41,7 +39,8 @@ class TensorBatches:
     """Minibatches by indexing tensors already on the device: no per-sample Python loop."""
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, *,
-                 shuffle: bool = False, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
+                 shuffle: bool = False,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
 
@@ -163,7 +162,8 @@ def decay_groups(model: nn.Module, weight_decay: float,
     (1-D tensors), nor the parameters named in `no_decay`."""
     decay, plain = [], []
     for name, parameter in model.named_parameters():
-        (plain if parameter.ndim < 2 or name.split(".")[-1] in no_decay else decay).append(parameter)
+        plain_one = parameter.ndim < 2 or name.split(".")[-1] in no_decay
+        (plain if plain_one else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": plain, "weight_decay": 0.0}]
 
@@ -172,8 +172,8 @@ def decay_groups(model: nn.Module, weight_decay: float,
 
 
 def fit(model: nn.Module, runtime: Runtime, *, optimizer: torch.optim.Optimizer,
-        loss_fn: Callable, train: TensorBatches | Any, evals: dict[str, Callable[[], Iterable[Batch]]],
-        checkpoint: Checkpoint, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        loss_fn: Callable, train: TensorBatches | Any,
+        evals: dict[str, Callable[[], Iterable[Batch]]], checkpoint: Checkpoint, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         select: str = "val_accuracy", patience: int | None = None,
         eval_loss_fn: Callable | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -183,54 +183,58 @@ def fit(model: nn.Module, runtime: Runtime, *, optimizer: torch.optim.Optimizer,
     `train(generator)` yields the shuffled batches of an epoch (`train.steps` of them). `scheduler`
     steps once per batch. After each epoch every split in `evals` is evaluated; the weights of the
     epoch with the highest `select` metric are kept. `patience`: stop after that many epochs
-    without improvement. `on_epoch` and `on_history` as `dlprojects.core.history` describes. The last
-    checkpoint stays when training completes, so a failure in what follows (saving, tracking)
-    loses nothing: the caller removes it once its results are safe (`tracking.start_run` does).
+    without improvement. `on_epoch` and `on_history` as `dlprojects.core.history` describes. The
+    checkpoint stays when training completes: the caller removes it once its results are safe.
 
     With several ranks (`runtime.world`), every rank runs this with the same batches and takes its
     share of each (`distributed`); rank 0 alone writes the checkpoint and calls `on_epoch` and
     `on_history`. The state saved is the same at any world size, so a run may resume on another.
     """
-    eval_loss_fn = eval_loss_fn or loss_fn
-    device, generator, world = runtime.device, runtime.generator, runtime.world
-    state = loop_state.load(checkpoint, world, device)
-    history: list[dict[str, float]] = []
-    best_state, best_epoch, best_score = None, 0, -math.inf
-    if state is not None:
-        loop_state.restore(state, model, optimizer, scheduler, generator)
-        history, best_state = state["history"], state["best_state"]
-        best_epoch, best_score = state["best_epoch"], state["best_score"]
-        if world.main:
-            print(f"resuming from {checkpoint.path} after epoch {len(history)}", file=sys.stderr)
-    network = parallel(model, world, device)
-    if not world.main:
-        on_epoch = on_history = None
-
-    for epoch in range(len(history) + 1, runtime.epochs + 1):
-        if patience is not None and epoch - best_epoch > patience and best_epoch > 0:
+    world = runtime.world
+    progress = _resume(checkpoint, model, optimizer, scheduler, runtime, select)
+    network = parallel(model, world, runtime.device)
+    epoch_of = functools.partial(_epoch, network, model, runtime, train=train, evals=evals,
+                                 optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
+                                 eval_loss_fn=eval_loss_fn or loss_fn)
+    while progress.next_epoch <= runtime.epochs:
+        if progress.stalled(patience):
             if world.main:
                 print(f"early stop: no {select} gain for {patience} epochs", file=sys.stderr)
             break
-        metrics = _epoch(network, model, runtime, epoch, train=train, evals=evals,
-                         optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
-                         eval_loss_fn=eval_loss_fn)
-        history.append(metrics)
-        if metrics[select] > best_score:
-            best_score, best_epoch = metrics[select], epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if on_history is not None:
-            on_history(history)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
+        metrics = epoch_of(progress.next_epoch)
+        progress.add(metrics, lambda: {k: v.detach().cpu().clone()
+                                       for k, v in model.state_dict().items()})
         if world.main:
-            print(_summary(metrics), file=sys.stderr, flush=True)
-            loop_state.save(checkpoint, model, optimizer, scheduler, generator, history=history,
-                            best_state=best_state, best_epoch=best_epoch, best_score=best_score)
+            _report(progress, metrics, on_epoch, on_history)
+            loop_state.save(checkpoint, model, optimizer, scheduler, runtime.generator, progress)
+    if on_history is not None and world.main:  # also when a completed checkpoint was all there was
+        on_history(progress.history)
+    model.load_state_dict(progress.best_state)
+    return progress.result()
 
-    if on_history is not None:  # also when a completed checkpoint was all there was
-        on_history(history)
-    model.load_state_dict(best_state)
-    return FitResult(history=history, best_epoch=best_epoch)
+
+def _resume(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler | None, runtime: Runtime,
+            select: str) -> Progress:
+    """The progress saved in `checkpoint`, its state put back; a fresh one when there is none."""
+    state = loop_state.load(checkpoint, runtime.world, runtime.device)
+    if state is None:
+        return Progress(select)
+    progress = loop_state.restore(state, model, optimizer, scheduler, runtime.generator)
+    if runtime.world.main:
+        print(f"resuming from {checkpoint.path} after epoch {len(progress.history)}",
+              file=sys.stderr)
+    return progress
+
+
+def _report(progress: Progress, metrics: dict[str, float], on_epoch: Callable | None,
+            on_history: Callable | None) -> None:
+    """The epoch's callbacks, then its summary line."""
+    if on_history is not None:
+        on_history(progress.history)
+    if on_epoch is not None:
+        on_epoch(int(metrics["epoch"]), metrics)
+    print(_summary(metrics), file=sys.stderr, flush=True)
 
 
 def _epoch(network: nn.Module, model: nn.Module, runtime: Runtime, epoch: int, *, train: Any,
@@ -280,8 +284,7 @@ def _train_epoch(network: nn.Module, train: Any, optimizer: torch.optim.Optimize
         if len(targets):
             totals.add(loss, logits, targets)
     loss, accuracy, seen = totals.read(world)
-    if not math.isfinite(loss):
-        raise TrainingDiverged(f"the loss became {loss} in epoch {epoch}; lower the learning rate")
+    check_finite(loss, f"in epoch {epoch}")
     return {"train_loss": loss, "train_accuracy": accuracy}, seen
 
 

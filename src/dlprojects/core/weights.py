@@ -10,30 +10,22 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dlprojects.core.errors import UserError
+from dlprojects.core.errors import missing_model, mismatched_model, unreadable_model
+from dlprojects.core.files import atomic_path
 
 
 def save_model(model: nn.Module, path: Path, params: dict[str, Any]) -> Path:
     """Write weights and params together, so a model file always says how it was made."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    temporary = path.with_suffix(".tmp")
-    save_file(state, temporary, metadata={"params": json.dumps(params, sort_keys=True)})
-    temporary.replace(path)
-    return path
+    with atomic_path(path) as scratch:
+        save_file(state, scratch, metadata={"params": json.dumps(params, sort_keys=True)})
+    return Path(path)
 
 
 def _existing(path: Path) -> str:
     if not Path(path).is_file():
-        raise UserError(f"{path} not found; run `dvc repro` to train it (or `dvc pull` to fetch it)")
+        raise missing_model(path)
     return str(path)
-
-
-def _unreadable(path: Path, error: Exception) -> UserError:
-    reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-    return UserError(f"{path} is not a readable model ({reason}); restore it with "
-                     f"`dvc checkout {Path(path).parent}` or retrain it with `dvc repro`")
 
 
 def load_params(path: Path) -> dict[str, Any]:
@@ -41,7 +33,7 @@ def load_params(path: Path) -> dict[str, Any]:
         with safe_open(_existing(path), framework="pt") as f:
             return json.loads(f.metadata()["params"])
     except (SafetensorError, KeyError, TypeError, ValueError) as error:
-        raise _unreadable(path, error) from None
+        raise unreadable_model(path, error) from None
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
@@ -49,11 +41,10 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     try:
         state = load_file(_existing(path))
     except (SafetensorError, ValueError) as error:
-        raise _unreadable(path, error) from None
+        raise unreadable_model(path, error) from None
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        reason = str(error).splitlines()[1].strip()[:200] if "\n" in str(error) else str(error)[:200]
-        raise UserError(f"{path} does not fit the model params.yaml describes ({reason}); "
-                        f"retrain it with `dvc repro`") from None
+        lines = str(error).splitlines()
+        raise mismatched_model(path, lines[1].strip() if len(lines) > 1 else str(error)) from None
     return model

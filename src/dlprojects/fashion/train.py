@@ -9,28 +9,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlprojects.core import runtime, tracking
+from dlprojects.core import models, runtime, tracking
 from dlprojects.core.augment import augmenter
 from dlprojects.core.config import load_section
 from dlprojects.core.data.images import load_image_splits
 from dlprojects.core.errors import run_main
-from dlprojects.fashion.model import DenseClassifier, classifier
 from dlprojects.core.history import history_writer
 from dlprojects.core.resume import Checkpoint
 from dlprojects.core.training import TensorBatches, fit
-from dlprojects.core import models
 from dlprojects.core.weights import save_model
+from dlprojects.fashion.model import DenseClassifier, classifier
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variant")
-    parser.add_argument("data", type=Path, help="data/raw/fashion_mnist")
-    parser.add_argument("model_dir", type=Path, help="models/fashion/<variant>")
-    parser.add_argument("history", type=Path, help="reports/fashion/<variant>/history.csv")
-    args = parser.parse_args()
+    args = _parse_args()
     params = load_section("train_fashion")
-    variant, resolved, loop = params.variant(args.variant), params.resolved(args.variant), params.loop
+    variant, resolved = params.variant(args.variant), params.resolved(args.variant)
+    loop = params.loop
 
     run = runtime.start(loop)
     splits = load_image_splits("fashion_mnist", args.data, **dataclasses.asdict(params.data))
@@ -43,8 +38,10 @@ def main() -> None:
                                    run.device, loop.batch_size)  # per-epoch curve; never selects
 
     model = DenseClassifier(**dataclasses.asdict(variant)).to(run.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=loop.epochs * train.steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
+                                  weight_decay=params.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
+                                                           T_max=loop.epochs * train.steps)
 
     checkpoint = Checkpoint.of(f"fashion-{args.variant}", resolved)
     with tracking.start_run("fashion", resolved, inputs=[args.data.as_posix()],
@@ -62,6 +59,15 @@ def main() -> None:
         tracking.log_training(result, args.model_dir, args.history)
         print(f"train_fashion@{args.variant}: best epoch {result.best_epoch}, "
               f"run {mlflow_run.info.run_id}")
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("variant")
+    parser.add_argument("data", type=Path, help="data/raw/fashion_mnist")
+    parser.add_argument("model_dir", type=Path, help="models/fashion/<variant>")
+    parser.add_argument("history", type=Path, help="reports/fashion/<variant>/history.csv")
+    return parser.parse_args()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dlprojects.core import tracking
 from dlprojects.core.errors import UserError
-from dlprojects.core.lineage import MODEL_TAG, dvc_hashes, first_commit, git, model_digest, project_root
+from dlprojects.core.lineage import (MODEL_TAG, dvc_hashes, first_commit, git, model_digest,
+                                     project_root)
 
 
 def describe_run(client, run_id: str) -> str:
@@ -88,7 +89,9 @@ def _entries(text: str) -> list[dict[str, str]]:
         entries = json.loads(text)
     except ValueError:
         return []
-    return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+    if not isinstance(entries, list):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict)]
 
 
 def _report_row(root: Path, digest: str) -> tuple[str, str, str] | None:
@@ -146,12 +149,7 @@ def describe_model(client, target: str | Path, root: Path | None = None) -> str:
     if runs and len(digest) < 64:
         digest = runs[0].data.tags[MODEL_TAG]
     commit = first_commit(root, dvc_hash) if dvc_hash else ""
-    if commit:
-        committed = f"{commit} (its dvc.lock first recorded this model)"
-    elif dvc_hash:
-        committed = "none yet: no commit's dvc.lock records this model (commit dvc.lock)"
-    else:
-        committed = "unknown: dvc.lock does not record this model folder"
+    committed = _commit_note(commit, dvc_hash)
     if not runs:
         what = (f"wrote the model in {name}" if Path(target).is_dir()
                 else f"has model digest {digest}")
@@ -169,14 +167,27 @@ def describe_model(client, target: str | Path, root: Path | None = None) -> str:
         lines.append(f"registered    models:/{version.name}/{version.version}"
                      + "".join(f"  models:/{version.name}@{alias}" for alias in sorted(aliases)))
     lines.append(f"written by {len(runs)} run(s) in {tracking.tracking_uri()}, oldest first:")
-    for run in runs:
-        metric = run.data.metrics.get("test_accuracy")
-        lines.append(f"  {run.info.run_id}  {run.data.tags.get('dvc.stage', '')}  "
-                     f"commit {run.data.tags.get('git.commit', 'unknown')[:12]}"
-                     + (f"  test_accuracy {metric:.4f}" if metric is not None else ""))
+    lines += [_run_line(run) for run in runs]
     if commit:
         lines += ["", "restore:", f"  git checkout {commit} && dvc pull {name}".rstrip()]
     return "\n".join(lines)
+
+
+def _commit_note(commit: str, dvc_hash: str) -> str:
+    """What `describe_model` says of the commit that first recorded a model in dvc.lock."""
+    if commit:
+        return f"{commit} (its dvc.lock first recorded this model)"
+    if dvc_hash:
+        return "none yet: no commit's dvc.lock records this model (commit dvc.lock)"
+    return "unknown: dvc.lock does not record this model folder"
+
+
+def _run_line(run) -> str:
+    """One run that wrote a model: its id, stage, commit and test accuracy when it has one."""
+    metric = run.data.metrics.get("test_accuracy")
+    return (f"  {run.info.run_id}  {run.data.tags.get('dvc.stage', '')}  "
+            f"commit {run.data.tags.get('git.commit', 'unknown')[:12]}"
+            + (f"  test_accuracy {metric:.4f}" if metric is not None else ""))
 
 
 def main() -> None:

@@ -119,12 +119,8 @@ def embed(token_ids: Sequence[list[int]], model: nn.Module, *, batch_size: int,
         if number % world.size != world.rank:
             bar.update(len(index))
             continue
-        width = pad_to or int(lengths[index].max())
-        input_ids = torch.full((len(index), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, review in enumerate(index):
-            input_ids[row, :lengths[review]] = torch.tensor(token_ids[review])
-            attention_mask[row, :lengths[review]] = 1
+        input_ids, attention_mask = _padded(token_ids, lengths, index, pad_id,
+                                            pad_to or int(lengths[index].max()))
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                             enabled=amp and device.type == "cuda"):
             output = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
@@ -137,3 +133,15 @@ def embed(token_ids: Sequence[list[int]], model: nn.Module, *, batch_size: int,
         yield index, [hidden[row, :lengths[review]] for row, review in enumerate(index)]
         bar.update(len(index))
     bar.close()
+
+
+def _padded(token_ids: Sequence[list[int]], lengths: np.ndarray, index: np.ndarray, pad_id: int,
+            width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask), both (len(index), width): the reviews in `index` padded with
+    `pad_id` to `width` tokens."""
+    input_ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(index), width), dtype=torch.long)
+    for row, review in enumerate(index):
+        input_ids[row, :lengths[review]] = torch.tensor(token_ids[review])
+        attention_mask[row, :lengths[review]] = 1
+    return input_ids, attention_mask

@@ -12,27 +12,22 @@ import numpy as np
 from dlprojects.core import datasets, plots, registry, tracking
 from dlprojects.core.config import load_section
 from dlprojects.core.errors import run_main
-from dlprojects.core.projects import project
 from dlprojects.core.evaluation import confusion_matrix, write_json, write_predictions
 from dlprojects.core.history import best_epoch, best_of_history, read_history
+from dlprojects.core.projects import project
 from dlprojects.core.runtime import autocast_on, select_device, set_threads
+from dlprojects.core.training import predict
 from dlprojects.sentiment.batches import ReviewBatches
 from dlprojects.sentiment.evaluation import (binary_metrics, curves, example_reviews, write_columns,
                                              write_examples)
 from dlprojects.sentiment.model import load_rnn
+from dlprojects.sentiment.params import EvaluateSentimentParams
 from dlprojects.sentiment.reviews import read_reviews, split_validation
-from dlprojects.sentiment.store import load_split
-from dlprojects.core.training import predict
+from dlprojects.sentiment.store import Embeddings, load_split
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("embeddings", type=Path, help="data/embeddings/imdb")
-    parser.add_argument("imdb", type=Path, help="data/raw/imdb (the example reviews' text)")
-    parser.add_argument("bert", type=Path, help="data/raw/bert (travels with the logged model)")
-    parser.add_argument("model_dir", type=Path, help="models/sentiment")
-    parser.add_argument("reports", type=Path, help="reports/sentiment (holds history.csv)")
-    args = parser.parse_args()
+    args = _parse_args()
     params = load_section("evaluate_sentiment")
 
     set_threads(params.threads)
@@ -53,11 +48,37 @@ def main() -> None:
     write_json(metrics, args.reports / "metrics.json")
     write_predictions(labels, np.stack([1 - positive, positive], axis=1),
                       args.reports / "predictions.csv", predicted=positive >= 0.5)
+    outputs, reviews = _outputs(args, params, store, saved, history, labels, positive, test)
 
+    with tracking.resume_run("sentiment", args.model_dir):
+        tracking.log_summary(metrics)
+        tracking.log_artifacts(outputs, artifact_path="evaluation")
+        datasets.log_splits(args.embeddings.as_posix(), "imdb", _split_rows(args.embeddings, saved))
+        if params.log_model:
+            _publish(args, metrics, example=reviews[:2])
+    print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
+          f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("embeddings", type=Path, help="data/embeddings/imdb")
+    parser.add_argument("imdb", type=Path, help="data/raw/imdb (the example reviews' text)")
+    parser.add_argument("bert", type=Path, help="data/raw/bert (travels with the logged model)")
+    parser.add_argument("model_dir", type=Path, help="models/sentiment")
+    parser.add_argument("reports", type=Path, help="reports/sentiment (holds history.csv)")
+    return parser.parse_args()
+
+
+def _outputs(args: argparse.Namespace, params: EvaluateSentimentParams, store: Embeddings,
+             saved: dict, history: list[dict[str, float]], labels: np.ndarray,
+             positive: np.ndarray, test: dict[str, float]) -> tuple[list[Path], list[str]]:
+    """(the curves, figures and example reviews written to `args.reports`, and the text of each
+    test review in `store`'s order)."""
     roc, pr = curves(labels, positive)
     texts, _ = read_reviews(args.imdb / "test.jsonl")
-    examples = example_reviews([texts[row] for row in store.rows], labels, positive,
-                               params.examples)
+    reviews = [texts[row] for row in store.rows]
+    examples = example_reviews(reviews, labels, positive, params.examples)
     cell = f"bi-{saved['model']['cell'].upper()}"
     outputs = [
         write_columns(roc, args.reports / "roc.csv"),
@@ -70,17 +91,8 @@ def main() -> None:
                                title=f"IMDB test, accuracy {test['accuracy']:.3f}"),
     ]
     write_examples(examples, args.reports / "examples.csv", args.reports / "examples.md")
-    outputs += [args.reports / "examples.csv", args.reports / "examples.md",
-                args.reports / "metrics.json"]
-
-    with tracking.resume_run("sentiment", args.model_dir):
-        tracking.log_summary(metrics)
-        tracking.log_artifacts(outputs, artifact_path="evaluation")
-        datasets.log_splits(args.embeddings.as_posix(), "imdb", _split_rows(args.embeddings, saved))
-        if params.log_model:
-            _publish(args, metrics, example=[texts[row] for row in store.rows[:2]])
-    print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
-          f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
+    return outputs + [args.reports / "examples.csv", args.reports / "examples.md",
+                      args.reports / "metrics.json"], reviews
 
 
 def _publish(args: argparse.Namespace, metrics: dict, example: list[str]) -> None:

@@ -14,19 +14,16 @@ from dlprojects.core.config import load_section
 from dlprojects.core.errors import run_main
 from dlprojects.core.history import history_writer
 from dlprojects.core.resume import Checkpoint
+from dlprojects.core.training import fit
 from dlprojects.sentiment.batches import ReviewBatches
 from dlprojects.sentiment.model import SentimentRNN, save_rnn
+from dlprojects.sentiment.params import TrainSentimentParams
 from dlprojects.sentiment.reviews import split_validation
 from dlprojects.sentiment.store import load_split, read_meta
-from dlprojects.core.training import fit
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("embeddings", type=Path, help="data/embeddings/imdb")
-    parser.add_argument("model_dir", type=Path, help="models/sentiment")
-    parser.add_argument("history", type=Path, help="reports/sentiment/history.csv")
-    args = parser.parse_args()
+    args = _parse_args()
     params = load_section("train_sentiment")
     loop = params.loop
 
@@ -43,10 +40,7 @@ def main() -> None:
                          hidden_size=params.hidden_size, layers=params.layers, cell=params.cell,
                          dropout=params.dropout, projection=params.projection,
                          pooling=params.pooling).to(run.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
-                                  weight_decay=params.weight_decay)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=loop.epochs * train.steps)
-                 if params.lr_schedule == "cosine" else None)
+    optimizer, scheduler = _optimizer(model, params, steps=loop.epochs * train.steps)
     resolved = {"train_sentiment": dataclasses.asdict(params), "embedding": embedding,
                 "validation_seed": data_seed}
 
@@ -68,6 +62,25 @@ def main() -> None:
         tracking.log_training(result, args.model_dir, args.history)
         print(f"train_sentiment: best epoch {result.best_epoch} of {len(result.history)}, "
               f"val_accuracy {result.best['val_accuracy']:.4f}, run {mlflow_run.info.run_id}")
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("embeddings", type=Path, help="data/embeddings/imdb")
+    parser.add_argument("model_dir", type=Path, help="models/sentiment")
+    parser.add_argument("history", type=Path, help="reports/sentiment/history.csv")
+    return parser.parse_args()
+
+
+def _optimizer(model: nn.Module, params: TrainSentimentParams, steps: int
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """AdamW, and a cosine decay over the `steps` of the whole run when `params.lr_schedule` asks
+    for one."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
+                                  weight_decay=params.weight_decay)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+                 if params.lr_schedule == "cosine" else None)
+    return optimizer, scheduler
 
 
 if __name__ == "__main__":

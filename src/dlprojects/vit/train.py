@@ -9,25 +9,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlprojects.core import runtime, tracking
+from dlprojects.core import models, runtime, tracking
 from dlprojects.core.augment import augmenter
 from dlprojects.core.config import load_section
 from dlprojects.core.errors import run_main
 from dlprojects.core.history import history_writer
 from dlprojects.core.resume import Checkpoint
 from dlprojects.core.training import TensorBatches, decay_groups, fit, warmup_cosine
+from dlprojects.core.weights import save_model
 from dlprojects.vit.data import load_splits
 from dlprojects.vit.model import NO_DECAY, ViT, classifier
-from dlprojects.core import models
-from dlprojects.core.weights import save_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", type=Path, help="data/raw/<train_vit.dataset>")
-    parser.add_argument("model_dir", type=Path, help="models/vit")
-    parser.add_argument("history", type=Path, help="reports/vit/history.csv")
-    args = parser.parse_args()
+    args = _parse_args()
     params = load_section("train_vit")
     loop, resolved = params.loop, dataclasses.asdict(params)
 
@@ -65,6 +60,14 @@ def main() -> None:
         print(f"train_vit: best epoch {result.best_epoch} (val accuracy "
               f"{result.best['val_accuracy']:.4f}), {result.train_seconds:.0f} s training, "
               f"run {mlflow_run.info.run_id}")
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data", type=Path, help="data/raw/<train_vit.dataset>")
+    parser.add_argument("model_dir", type=Path, help="models/vit")
+    parser.add_argument("history", type=Path, help="reports/vit/history.csv")
+    return parser.parse_args()
 
 
 if __name__ == "__main__":

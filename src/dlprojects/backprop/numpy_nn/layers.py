@@ -233,28 +233,6 @@ class BatchNorm1d(Layer):
         return _normalised_backward(grad_output * self.gamma.data, self.xhat, self.inv_std, axis=0)
 
 
-class LayerNorm(Layer):
-    """Normalise each sample over its last axis (Ba et al. 2016), in training and evaluation."""
-
-    def __init__(self, num_features: int, *, eps: float = 1e-5, dtype=np.float32):
-        self.eps = eps
-        self.gamma = Parameter(np.ones(num_features, dtype=dtype), decay=False)
-        self.beta = Parameter(np.zeros(num_features, dtype=dtype), decay=False)
-
-    def forward(self, x):
-        mean = x.mean(axis=-1, keepdims=True)
-        var = x.var(axis=-1, keepdims=True)
-        self.inv_std = 1 / np.sqrt(var + self.eps)
-        self.xhat = (x - mean) * self.inv_std
-        return self.xhat * self.gamma.data + self.beta.data
-
-    def backward(self, grad_output):
-        features = grad_output.shape[-1]
-        self.gamma.grad = (grad_output * self.xhat).reshape(-1, features).sum(axis=0)
-        self.beta.grad = grad_output.reshape(-1, features).sum(axis=0)
-        return _normalised_backward(grad_output * self.gamma.data, self.xhat, self.inv_std, axis=-1)
-
-
 class Flatten(Layer):
     """(N, ...) -> (N, product of the rest), e.g. conv features (N, C, H, W) -> (N, C*H*W)."""
 

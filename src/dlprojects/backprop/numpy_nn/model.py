@@ -1,11 +1,11 @@
 """Sequential: layers applied in order, gradients passed back in reverse order; `save_npz`."""
 
 import io
-import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
+
+from dlprojects.core.files import atomic_path
 
 from .layers import Layer
 
@@ -41,13 +41,11 @@ class Sequential(Layer):
 def save_npz(path, state: dict[str, np.ndarray]) -> None:
     """`np.savez` with fixed zip timestamps and member order, so identical weights give an
     identical file (np.savez stamps each member with the current time). Loads with `np.load`."""
-    path = Path(path)
-    temporary = path.with_suffix(".tmp")
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
+    with atomic_path(path) as scratch, zipfile.ZipFile(scratch, "w",
+                                                        compression=zipfile.ZIP_STORED) as archive:
         for name in sorted(state):
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(state[name]),
                                       allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             archive.writestr(info, buffer.getvalue())
-    os.replace(temporary, path)

@@ -6,24 +6,23 @@ threadpoolctl) in the caller, which this NumPy-only package leaves alone.
 """
 
 import functools
-import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
+
+from dlprojects.core.errors import TrainingDiverged  # noqa: F401  raised by `fit`
+from dlprojects.core.history import FitResult
+from dlprojects.core.progress import Progress, check_finite
+from dlprojects.core.resume import Checkpoint
 
 from .conv import Conv2d, MaxPool2d
 from .layers import BatchNorm1d, Dropout, Flatten, Linear, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy, log_softmax
-from .model import Sequential, save_npz
+from .model import Sequential
 from .optim import SGD, Adam, learning_rate
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the model is unusable and is not returned."""
 
 
 def build_mlp(sizes: list[int], *, activation: str = "relu", dropout: float = 0.0,
@@ -92,68 +91,50 @@ def _make_optimizer(name: str, model, *, lr, momentum, weight_decay):
 def fit(model: Sequential, *, train_images, train_labels, val_images, val_labels, epochs: int,
         batch_size: int, optimizer: str, lr: float, momentum: float, weight_decay: float,
         schedule: str, rng: np.random.Generator, on_epoch=None, on_history=None,
-        warmup_epochs: float = 0.0, eval_batch_size: int = 500, checkpoint: Path | None = None,
-        fingerprint: str = "") -> dict:
+        warmup_epochs: float = 0.0, eval_batch_size: int = 500,
+        checkpoint: Checkpoint | None = None) -> FitResult:
     """Train on shuffled minibatches; keep the weights of the best validation-accuracy epoch.
 
     After each epoch, `on_history(history)` gets every epoch so far (resumed ones included), then
     `on_epoch(epoch, metrics)` (from 1) train_loss and train_accuracy (over the epoch's minibatches,
     in training mode), val_loss, val_accuracy, lr (at the last step), epoch_seconds and
-    samples_per_second. Returns {"history": [{"epoch": ..., **metrics}, ...], "best_epoch": ...};
-    raises TrainingDiverged as soon as a loss is NaN or infinite.
+    samples_per_second. Raises TrainingDiverged as soon as a loss is NaN or infinite.
 
-    `checkpoint`: an `.npz` written after every epoch (weights, optimiser buffers, random states,
-    history), resumed from when its `fingerprint` matches: a killed run ends with the same weights
-    as one never interrupted. It stays when training completes; the caller removes it.
+    `checkpoint`: written after every epoch (weights, optimiser buffers, random states, history)
+    and resumed from when it holds this run's: a killed run ends with the same weights as one
+    never interrupted. It stays when training completes; the caller removes it.
     """
     opt = _make_optimizer(optimizer, model, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    loss_fn = SoftmaxCrossEntropy()
     steps_per_epoch = math.ceil(len(train_images) / batch_size)
-    total_steps = epochs * steps_per_epoch
-    lr_at = functools.partial(learning_rate, schedule, total_steps=total_steps, base_lr=lr,
-                              warmup_steps=round(warmup_epochs * steps_per_epoch))
+    lr_at = functools.partial(learning_rate, schedule, total_steps=epochs * steps_per_epoch,
+                              base_lr=lr, warmup_steps=round(warmup_epochs * steps_per_epoch))
     lr_at(step=0)  # reject a bad schedule name now
-    history, best_accuracy, best_epoch, best_state, step = [], -1.0, 0, None, 0
     generators = [rng] + [layer.rng for layer in _layers(model) if isinstance(layer, Dropout)]
-    resumed = _load_checkpoint(checkpoint, fingerprint, model, opt, generators)
-    if resumed is not None:
-        history, best_accuracy, best_epoch, best_state, step = resumed
-        print(f"resuming from {checkpoint} after epoch {len(history)}", flush=True)
+    progress, step = _resume(checkpoint, model, opt, generators)
+    epoch_of = functools.partial(_epoch, model, opt, SoftmaxCrossEntropy(), train_images,
+                                 train_labels, val_images, val_labels, batch_size,
+                                 eval_batch_size, rng, lr_at)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # TrainingDiverged tells
-        for epoch in range(len(history) + 1, epochs + 1):
-            started = time.perf_counter()
-            order = rng.permutation(len(train_images))
-            loss_sum, correct, step = _train_epoch(
-                model, opt, loss_fn, train_images, train_labels, order, batch_size, epoch,
-                step=step, lr_at=lr_at, total_steps=total_steps)
-            train_seconds = time.perf_counter() - started
-            val_loss, val_accuracy, _, _ = evaluate(model, val_images, val_labels, eval_batch_size)
-            if not math.isfinite(val_loss):
-                raise TrainingDiverged(f"validation loss became {val_loss} after epoch {epoch}; "
-                                       "lower the learning rate")
-            metrics = {"train_loss": loss_sum / len(order), "train_accuracy": correct / len(order),
-                       "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": opt.lr,
-                       "epoch_seconds": time.perf_counter() - started,
-                       "samples_per_second": len(order) / train_seconds}
-            history.append({"epoch": epoch, **metrics})
-            if val_accuracy > best_accuracy:
-                best_accuracy, best_epoch, best_state = val_accuracy, epoch, model.state_dict()
+        while progress.next_epoch <= epochs:
+            row, step = epoch_of(progress.next_epoch, step)
+            progress.add(row, model.state_dict)
             if on_history is not None:
-                on_history(history)
+                on_history(progress.history)
             if on_epoch is not None:
-                on_epoch(epoch, metrics)
-            _save_checkpoint(checkpoint, fingerprint, model, opt, generators, history,
-                             best_accuracy, best_epoch, best_state, step)
+                on_epoch(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"})
+            _save(checkpoint, model, opt, generators, progress, step)
     if on_history is not None:  # also when a completed checkpoint was all there was
-        on_history(history)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"history": history, "best_epoch": best_epoch}
+        on_history(progress.history)
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
+    return progress.result()
 
 
-def _train_epoch(model, opt, loss_fn, images, labels, order, batch_size, epoch, *, step, lr_at,
-                 total_steps):
-    """One pass over the training images in `order`: (summed loss, correct count, next step)."""
+def _epoch(model, opt, loss_fn, images, labels, val_images, val_labels, batch_size,
+           eval_batch_size, rng, lr_at, epoch, step):
+    """Train one epoch, then evaluate on the validation images: (the epoch's row, next step)."""
+    started = time.perf_counter()
+    order = rng.permutation(len(images))
     model.train()
     loss_sum, correct = 0.0, 0
     for batch_start in range(0, len(order), batch_size):
@@ -162,16 +143,20 @@ def _train_epoch(model, opt, loss_fn, images, labels, order, batch_size, epoch, 
         opt.lr = lr_at(step=step)
         logits = model.forward(images[batch])
         loss = loss_fn.forward(logits, batch_labels)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"training loss became {loss} at epoch {epoch}, step {step + 1} of "
-                f"{total_steps} (lr {opt.lr:.3g}); lower the learning rate")
+        check_finite(loss, f"at epoch {epoch}, step {step + 1} (lr {opt.lr:.3g})")
         model.backward(loss_fn.backward())
         opt.step()
         loss_sum += loss * len(batch)
         correct += int((logits.argmax(axis=1) == batch_labels).sum())
         step += 1
-    return loss_sum, correct, step
+    train_seconds = time.perf_counter() - started
+    val_loss, val_accuracy, _, _ = evaluate(model, val_images, val_labels, eval_batch_size)
+    check_finite(val_loss, f"on the validation images after epoch {epoch}")
+    return {"epoch": epoch, "train_loss": loss_sum / len(order),
+            "train_accuracy": correct / len(order), "val_loss": val_loss,
+            "val_accuracy": val_accuracy, "lr": opt.lr,
+            "epoch_seconds": time.perf_counter() - started,
+            "samples_per_second": len(order) / train_seconds}, step
 
 
 # ------------------------------------------------------------------------------------ checkpoint
@@ -187,39 +172,33 @@ def _optimizer_buffers(opt) -> list[np.ndarray]:
     return opt.velocity if isinstance(opt, SGD) else opt.first_moment + opt.second_moment
 
 
-def _save_checkpoint(path, fingerprint, model, opt, generators, history, best_accuracy,
-                     best_epoch, best_state, step) -> None:
-    """Arrays and a JSON record in one `.npz` (no pickle), written then renamed; none without a
-    path."""
-    if path is None:
+def _save(checkpoint, model, opt, generators, progress: Progress, step: int) -> None:
+    """Weights, best weights and optimiser buffers as arrays; progress, step and random states
+    in the record (`dlprojects.core.resume`); nothing without a checkpoint."""
+    if checkpoint is None:
         return
-    meta = {"fingerprint": fingerprint, "history": history, "best_accuracy": best_accuracy,
-            "best_epoch": best_epoch, "step": step, "adam_steps": getattr(opt, "steps", 0),
-            "generators": [g.bit_generator.state for g in generators]}
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays |= {f"best/{k}": v for k, v in (best_state or {}).items()}
+    arrays |= {f"best/{k}": v for k, v in (progress.best_state or {}).items()}
     arrays |= {f"optimizer/{i}": v for i, v in enumerate(_optimizer_buffers(opt))}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_npz(path, arrays)
+    checkpoint.save(arrays, {"progress": progress.record(), "step": step,
+                             "adam_steps": getattr(opt, "steps", 0),
+                             "generators": [g.bit_generator.state for g in generators]})
 
 
-def _load_checkpoint(path, fingerprint, model, opt, generators):
-    """(history, best_accuracy, best_epoch, best_state, step), or None to start afresh."""
-    if path is None or not Path(path).exists():
-        return None
-    with np.load(path, allow_pickle=False) as stored:
-        arrays = {name: stored[name] for name in stored.files}
-    meta = json.loads(arrays.pop("meta").tobytes())
-    if meta["fingerprint"] != fingerprint:
-        print(f"ignoring {path}: it was written with other params; starting afresh", flush=True)
-        return None
+def _resume(checkpoint, model, opt, generators) -> tuple[Progress, int]:
+    """(progress, step) saved in `checkpoint`, its state put back; afresh when there is none."""
+    found = checkpoint.load() if checkpoint is not None else None
+    if found is None:
+        return Progress(), 0
+    arrays, record = found
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
     for i, buffer in enumerate(_optimizer_buffers(opt)):
         buffer[...] = arrays[f"optimizer/{i}"]
     if isinstance(opt, Adam):
-        opt.steps = meta["adam_steps"]
-    for generator, state in zip(generators, meta["generators"]):
+        opt.steps = record["adam_steps"]
+    for generator, state in zip(generators, record["generators"]):
         generator.bit_generator.state = state
     best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")} or None
-    return meta["history"], meta["best_accuracy"], meta["best_epoch"], best, meta["step"]
+    progress = Progress.restored(record["progress"], best)
+    print(f"resuming from {checkpoint.path} after epoch {len(progress.history)}", flush=True)
+    return progress, record["step"]

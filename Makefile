@@ -30,7 +30,9 @@ UV_PIP := $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV_PIP) -r requirements.lock
+	# bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set, each dvc or python command
+	# would compile the packages it imports again (a no-op `dvc repro` 2.0 s instead of 1.1)
+	$(UV_PIP) --compile-bytecode -r requirements.lock
 	$(UV_PIP) --no-deps -e .
 	touch $@
 

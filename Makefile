@@ -27,11 +27,11 @@ export UV_INDEX_STRATEGY ?= unsafe-first-match
 endif
 UV_PIP := $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python
 
+# Bytecode compiled once, at install: where PYTHONDONTWRITEBYTECODE is set, each dvc or python
+# command would compile what it imports again (a no-op `dvc repro` takes 2.0 s instead of 1.1 s)
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	# bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set, each dvc or python command
-	# would compile the packages it imports again (a no-op `dvc repro` 2.0 s instead of 1.1)
 	$(UV_PIP) --compile-bytecode -r requirements.lock
 	$(UV_PIP) --no-deps -e .
 	touch $@

@@ -1,10 +1,13 @@
 """One MLP training epoch on MNIST-sized data: the NumPy network against the same network in torch.
 
 Same architecture (the train_backprop.mlp params), batch size, optimiser (SGD with momentum), float32
-and thread count, in one run; prints the median epoch seconds of each and the ratio.
+and thread count, in one run; prints the median epoch seconds of each and the ratio, and the NumPy
+network's matrix-product FLOP/s against NumPy's own sgemm peak at the same thread count.
 
     python benchmarks/backprop_vs_torch.py --epochs 3 --threads 1
 """
+
+import dlprojects  # noqa: F401  first: pins the CPU numerics, as the stages run them
 
 import argparse
 import statistics
@@ -45,6 +48,27 @@ def torch_epoch(model, optimizer, images, labels, batch_size, generator) -> floa
     return time.perf_counter() - started
 
 
+def training_flops(sizes: list[int]) -> int:
+    """Matrix-product FLOPs of one sample's forward and backward pass: the forward product, the
+    weight gradient and the input gradient of every layer (none for the first: the images need
+    no gradient)."""
+    products = [2 * fan_in * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+    return 3 * sum(products) - products[0]
+
+
+def sgemm_peak(repeats: int = 5, n: int = 2048) -> float:
+    """FLOP/s of NumPy's float32 matrix product at its best (n x n by n x n, best of `repeats`),
+    under the thread limit in force."""
+    a, b = np.ones((n, n), np.float32), np.ones((n, n), np.float32)
+    out = np.empty_like(a)
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.matmul(a, b, out=out)
+        seconds.append(time.perf_counter() - started)
+    return 2 * n ** 3 / min(seconds)
+
+
 def torch_mlp(sizes, batch_norm, dropout) -> nn.Sequential:
     layers = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
@@ -80,12 +104,17 @@ def main() -> None:
         torch_images, torch_labels = torch.from_numpy(images), torch.from_numpy(labels)
         torch_times = [torch_epoch(reference, torch_optimizer, torch_images, torch_labels,
                                    batch_size, generator) for _ in range(args.epochs)]
+        peak = sgemm_peak()
     numpy_median, torch_median = statistics.median(numpy_times), statistics.median(torch_times)
     print(f"MLP {'-'.join(map(str, sizes))}, batch {batch_size}, {args.samples} samples, "
           f"{args.threads} thread(s), median of {args.epochs} epochs")
     print(f"numpy_nn: {numpy_median:.2f} s/epoch ({args.samples / numpy_median:,.0f} samples/s)")
     print(f"torch:    {torch_median:.2f} s/epoch ({args.samples / torch_median:,.0f} samples/s)")
     print(f"ratio numpy/torch: {numpy_median / torch_median:.2f}")
+    achieved = training_flops(sizes) * args.samples / numpy_median
+    print(f"numpy_nn: {achieved / 1e9:.1f} GFLOP/s in matrix products, "
+          f"{100 * achieved / peak:.0f}% of NumPy's sgemm peak here ({peak / 1e9:.1f} GFLOP/s, "
+          f"2048x2048, {args.threads} thread(s))")
 
 
 if __name__ == "__main__":

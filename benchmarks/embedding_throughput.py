@@ -11,6 +11,8 @@ times and the median time of each is reported.
 
 from __future__ import annotations
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics, as the stages run them
+
 import argparse
 import json
 import statistics

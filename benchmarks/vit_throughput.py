@@ -8,6 +8,8 @@ load from other processes hits both alike; prints the median images/s of each an
     python benchmarks/vit_throughput.py --threads 1 --batch-size 128 --rounds 7
 """
 
+import dlprojects  # noqa: F401  first: pins the CPU numerics, as the stages run them
+
 import argparse
 import statistics
 import time

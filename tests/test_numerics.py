@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,20 @@ from conftest import ROOT, tool_env
 from dlprojects import numerics
 from dlprojects.numerics import gemm, probe as numerics_probe
 
-SCRIPTS = sorted((ROOT / "pipeline").glob("*.py"))
+# What runs numerics of its own: the pipeline's scripts, every stage's module and each benchmark that
+# loads NumPy or torch itself (the others time the commands they start)
+def _loads_numerics(path: Path) -> bool:
+    names = [alias.name for node in ast.parse(path.read_text()).body
+             if isinstance(node, ast.Import) for alias in node.names]
+    names += [node.module for node in ast.parse(path.read_text()).body
+              if isinstance(node, ast.ImportFrom) and node.module]
+    return any(name.split(".")[0] in {"numpy", "torch"} for name in names)
+
+
+STAGE_MODULES = {ROOT / "src" / (module.replace(".", "/") + ".py") for module in re.findall(
+    r"^\s*cmd: python -m ([\w.]+)", (ROOT / "dvc.yaml").read_text(), re.M)}
+SCRIPTS = sorted([*(ROOT / "pipeline").glob("*.py"), *STAGE_MODULES,
+                  *filter(_loads_numerics, (ROOT / "benchmarks").glob("*.py"))])
 PROBE = """
 import dlprojects, json, os, numpy, torch
 from numpy._core._multiarray_umath import __cpu_features__
@@ -43,7 +57,8 @@ def probe(**env: str) -> dict:
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_every_stage_script_imports_dlprojects_before_anything_else(script):
     imports = [node for node in ast.parse(script.read_text()).body
-               if isinstance(node, (ast.Import, ast.ImportFrom))]
+               if isinstance(node, (ast.Import, ast.ImportFrom)) and
+               not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
     first = imports[0]
     assert isinstance(first, ast.Import) and first.names[0].name == "dlprojects", (
         f"{script.name}: the first import must be `import dlprojects` (it pins the numerics "

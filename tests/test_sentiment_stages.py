@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, committed, merge
+from conftest import committed, merge
 from test_sentiment import write_tiny_bert, write_tiny_imdb
 
 pytestmark = pytest.mark.slow

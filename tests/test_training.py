@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from dlprojects.core.errors import UserError
+from dlprojects.core.errors import TrainingDiverged, UserError
 from dlprojects.core.history import history_writer
 from dlprojects.core.resume import Checkpoint, fingerprint
 from dlprojects.core.runtime import Runtime, seed_everything, select_device
-from dlprojects.core.training import TensorBatches, TrainingDiverged, fit, predict
+from dlprojects.core.training import TensorBatches, fit, predict
 
 
 class Interrupt(Exception):

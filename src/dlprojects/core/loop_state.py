@@ -53,7 +53,8 @@ def load(checkpoint: Checkpoint, world: World, device: torch.device) -> dict[str
 
 
 def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Scheduler | None, generator: torch.Generator) -> Progress:
+            scheduler: Scheduler | None, generator: torch.Generator,
+            select: str) -> Progress:
     """Put the saved state back into the loop's objects and random generators; its progress."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -64,7 +65,7 @@ def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     device = next(model.parameters()).device
     if state["cuda_rng"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], device)
-    return Progress.restored(state["progress"], state["best_state"])
+    return Progress.restored(state["progress"], state["best_state"], select)
 
 
 def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:

@@ -41,19 +41,20 @@ class Progress:
 
     def record(self) -> dict[str, Any]:
         """The checkpoint's JSON part of this progress (the best weights are arrays)."""
-        return {"select": self.select, "history": self.history, "best_epoch": self.best_epoch,
+        return {"history": self.history, "best_epoch": self.best_epoch,
                 "best_score": self.best_score}
 
     @classmethod
-    def restored(cls, record: dict[str, Any], best_state: dict[str, Any] | None) -> Progress:
-        return cls(record["select"], record["history"], record["best_epoch"],
-                   record["best_score"], best_state)
+    def restored(cls, record: dict[str, Any], best_state: dict[str, Any] | None,
+                 select: str = "val_accuracy") -> Progress:
+        return cls(select, record["history"], record["best_epoch"], record["best_score"],
+                   best_state)
 
     def result(self) -> FitResult:
         return FitResult(history=self.history, best_epoch=self.best_epoch)
 
 
-def check_finite(loss: float, where: str, setting: str = "the learning rate") -> None:
+def check_finite(loss: float, where: str) -> None:
     """Raise `TrainingDiverged` when `loss` is NaN or infinite; `where` says when it happened."""
     if not math.isfinite(loss):
-        raise TrainingDiverged(f"the loss became {loss} {where}; lower {setting}")
+        raise TrainingDiverged(f"the loss became {loss} {where}; lower the learning rate")

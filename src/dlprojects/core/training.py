@@ -23,7 +23,6 @@ from tqdm import tqdm
 from dlprojects.core import loop_state
 from dlprojects.core.data.images import normalised_tensor
 from dlprojects.core.distributed import World, all_sum, global_batch, parallel, share
-from dlprojects.core.errors import TrainingDiverged  # noqa: F401  raised by `fit`
 from dlprojects.core.history import FitResult
 from dlprojects.core.progress import Progress, check_finite
 from dlprojects.core.resume import Checkpoint
@@ -220,7 +219,7 @@ def _resume(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Opt
     state = loop_state.load(checkpoint, runtime.world, runtime.device)
     if state is None:
         return Progress(select)
-    progress = loop_state.restore(state, model, optimizer, scheduler, runtime.generator)
+    progress = loop_state.restore(state, model, optimizer, scheduler, runtime.generator, select)
     if runtime.world.main:
         print(f"resuming from {checkpoint.path} after epoch {len(progress.history)}",
               file=sys.stderr)

@@ -11,6 +11,8 @@ use:
                  weight_decay=5e-4, schedule="cosine", rng=rng)
 """
 
+from dlprojects.core.errors import TrainingDiverged
+
 from .conv import Conv2d, MaxPool2d
 from .gradcheck import check_layer, max_relative_error, numerical_gradient
 from .init import he_normal, initial_weights, xavier_uniform
@@ -18,7 +20,7 @@ from .layers import BatchNorm1d, Dropout, Flatten, Layer, Linear, Parameter, ReL
 from .losses import SoftmaxCrossEntropy, log_softmax, softmax
 from .model import Sequential, save_npz
 from .optim import SGD, Adam, learning_rate
-from .train import TrainingDiverged, build_cnn, build_mlp, evaluate, fit
+from .train import build_cnn, build_mlp, evaluate, fit
 
 __all__ = [
     "Adam", "BatchNorm1d", "Conv2d", "Dropout", "Flatten", "Layer", "Linear",

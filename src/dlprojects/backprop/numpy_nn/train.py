@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 
-from dlprojects.core.errors import TrainingDiverged  # noqa: F401  raised by `fit`
 from dlprojects.core.history import FitResult
 from dlprojects.core.progress import Progress, check_finite
 from dlprojects.core.resume import Checkpoint

@@ -21,10 +21,9 @@ from dlprojects.numerics import gemm, probe as numerics_probe
 # What runs numerics of its own: the pipeline's scripts, every stage's module and each benchmark that
 # loads NumPy or torch itself (the others time the commands they start)
 def _loads_numerics(path: Path) -> bool:
-    names = [alias.name for node in ast.parse(path.read_text()).body
-             if isinstance(node, ast.Import) for alias in node.names]
-    names += [node.module for node in ast.parse(path.read_text()).body
-              if isinstance(node, ast.ImportFrom) and node.module]
+    body = ast.parse(path.read_text()).body
+    names = [alias.name for node in body if isinstance(node, ast.Import) for alias in node.names]
+    names += [node.module for node in body if isinstance(node, ast.ImportFrom) and node.module]
     return any(name.split(".")[0] in {"numpy", "torch"} for name in names)
 
 

@@ -137,7 +137,8 @@ def test_torchrun_arguments_for_one_node_and_for_many(monkeypatch):
 # ------------------------------------------------------------------------------- the stages
 
 
-FASHION = ("dlprojects.fashion.train", "improved", "data/raw/fashion_mnist", "models/fashion/improved",
+FASHION = ("dlprojects.fashion.train", "improved", "data/raw/fashion_mnist",
+           "models/fashion/improved",
            "reports/fashion/improved/history.csv")
 
 

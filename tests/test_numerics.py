@@ -18,8 +18,8 @@ from conftest import ROOT, tool_env
 from dlprojects import numerics
 from dlprojects.numerics import gemm, probe as numerics_probe
 
-# What runs numerics of its own: the pipeline's scripts, every stage's module and each benchmark that
-# loads NumPy or torch itself (the others time the commands they start)
+# What runs numerics of its own: the pipeline's scripts, every stage's module and each benchmark
+# that loads NumPy or torch itself (the others time the commands they start)
 def _loads_numerics(path: Path) -> bool:
     body = ast.parse(path.read_text()).body
     names = [alias.name for node in body if isinstance(node, ast.Import) for alias in node.names]

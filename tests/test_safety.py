@@ -36,7 +36,8 @@ def test_nothing_calls_torch_load():
     """torch.load unpickles (even `weights_only` is a restricted unpickler): weights are
     safetensors, checkpoints `.npz` read without pickle."""
     loads = [f"{path}:{call.lineno}" for path, call in calls("load")
-             if isinstance(call.func, ast.Attribute) and getattr(call.func.value, "id", "") == "torch"]
+             if isinstance(call.func, ast.Attribute)
+             and getattr(call.func.value, "id", "") == "torch"]
     assert loads == []
 
 

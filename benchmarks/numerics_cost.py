@@ -2,8 +2,8 @@
 (`DLPROJECTS_NUMERICS=native`, every library on this CPU's best kernels) and portable, side by
 side on the same machine, on shortened params (a few epochs, a small embedding subset).
 
-Runs the stage scripts themselves in a scratch copy of the project (data/raw and the embedding
-store linked, never written), alternating the two modes round by round so that load from other
+Runs the stage modules themselves (`python -m dlprojects.<project>.<stage>`) in a scratch copy
+of the project (data/raw and the embedding store linked, never written), alternating the two modes round by round so that load from other
 processes hits both alike. Prints the median seconds per stage and mode, and portable/native.
 
     python benchmarks/numerics_cost.py --rounds 1
@@ -25,21 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 # stage -> (params overrides as dotted keys, the script's arguments)
 STAGES = {
     "train_backprop@mlp": ({"train_backprop.mlp.training.epochs": 2},
-                           ["train_backprop.py", "mlp", "data/raw/mnist", "models/mlp",
+                           ["dlprojects.backprop.train", "mlp", "data/raw/mnist", "models/mlp",
                             "out/mlp.csv"]),
     "train_backprop@cnn": ({"train_backprop.cnn.training.epochs": 1},
-                           ["train_backprop.py", "cnn", "data/raw/mnist", "models/cnn",
+                           ["dlprojects.backprop.train", "cnn", "data/raw/mnist", "models/cnn",
                             "out/cnn.csv"]),
     "train_fashion@improved": ({"train_fashion.loop.epochs": 5},
-                               ["train_fashion.py", "improved", "data/raw/fashion_mnist",
+                               ["dlprojects.fashion.train", "improved", "data/raw/fashion_mnist",
                                 "models/fashion", "out/fashion.csv"]),
     "embed_imdb": ({"embed_imdb.train_samples": 300, "embed_imdb.test_samples": 100},
-                   ["embed_imdb.py", "data/raw/imdb", "data/raw/bert", "out/embeddings"]),
+                   ["dlprojects.sentiment.embed", "data/raw/imdb", "data/raw/bert",
+                    "out/embeddings"]),
     "train_sentiment": ({"train_sentiment.loop.epochs": 1},
-                        ["train_sentiment.py", "data/embeddings/imdb", "models/sentiment",
-                         "out/sentiment.csv"]),
+                        ["dlprojects.sentiment.train", "data/embeddings/imdb",
+                         "models/sentiment", "out/sentiment.csv"]),
     "train_vit": ({"train_vit.loop.epochs": 1},
-                  ["train_vit.py", "data/raw/fashion_mnist", "models/vit", "out/vit.csv"]),
+                  ["dlprojects.vit.train", "data/raw/fashion_mnist", "models/vit", "out/vit.csv"]),
 }
 
 
@@ -71,8 +72,11 @@ def run_stage(folder: Path, arguments: list[str], mode: str) -> float:
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     shutil.rmtree(folder / "out" / "embeddings", ignore_errors=True)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, f"pipeline/{arguments[0]}", *arguments[1:]],
-                            cwd=folder, env=env, capture_output=True, text=True)
+    # the stage module of the scratch copy, as `dvc repro` runs it there
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder / "src"),
+                                                      env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", *arguments], cwd=folder, env=env,
+                            capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{arguments[0]} ({mode}) failed:\n{result.stderr[-2000:]}")

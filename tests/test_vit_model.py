@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dlprojects.vit.attention import packed_attention, supported
 from dlprojects.vit.model import ViT, attention_rollout, patchify
 
 SMALL = dict(image_size=28, patch_size=7, in_channels=1, num_classes=10,
@@ -38,7 +39,7 @@ def test_rgb_input_and_other_sizes():
                 heads=6, mlp_dim=96)
     logits, attns = model(torch.randn(2, 3, 32, 32), return_attention=True)
     assert logits.shape == (2, 7)
-    assert len(attns) == 1 and attns[0].shape == (2, 6, 17, 17)
+    assert len(attns) == 1 and attns[0].shape == (2, 6, 1, 17)  # the last block: class row
 
 
 def test_patch_size_must_divide_image_size():
@@ -60,9 +61,9 @@ def test_sdpa_path_equals_explicit_attention(stem_channels):
         slow, attns = model(images, return_attention=True)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     assert len(attns) == SMALL["depth"]
-    for a in attns:
-        assert a.shape == (4, SMALL["heads"], 50, 50)
-        torch.testing.assert_close(a.sum(-1), torch.ones(4, SMALL["heads"], 50))
+    for a, rows in zip(attns, [50] * (SMALL["depth"] - 1) + [1]):  # last block: the class row
+        assert a.shape == (4, SMALL["heads"], rows, 50)
+        torch.testing.assert_close(a.sum(-1), torch.ones(4, SMALL["heads"], rows))
         assert (a >= 0).all()
 
 
@@ -83,6 +84,45 @@ def test_attention_rollout_shape_and_mass():
     assert (rollout > 0).all()
     # patch mass + class-token self mass = 1; the class token keeps some mass via the identity
     assert (rollout.sum(-1) < 1).all() and (rollout.sum(-1) > 0).all()
+
+
+def _reference_attention(qkv, heads, queries):
+    b, n, width = qkv.shape
+    q, k, v = qkv.reshape(b, n, 3, heads, width // 3 // heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q[:, :, :queries], k, v)
+    return out.transpose(1, 2).reshape(b, queries, width // 3)
+
+
+@pytest.mark.parametrize("queries", [None, 1, 3])
+def test_packed_attention_is_attention_and_its_gradient(queries):
+    qkv = torch.randn(3, 5, 3 * 2 * 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: packed_attention(t, 2, queries), (qkv,))
+    rows = queries or 5
+    torch.testing.assert_close(packed_attention(qkv, 2, queries),
+                               _reference_attention(qkv, 2, rows))
+    grad = torch.randn(3, rows, 8, dtype=torch.float64)
+    ours = torch.autograd.grad(packed_attention(qkv, 2, queries), qkv, grad)[0]
+    reference = torch.autograd.grad(_reference_attention(qkv, 2, rows), qkv, grad)[0]
+    torch.testing.assert_close(ours, reference)
+    if queries:  # rows no query came from get no gradient from q
+        assert (ours.reshape(3, 5, 3, 8)[:, queries:, 0] == 0).all()
+
+
+def test_last_block_computes_the_class_row_of_the_full_block():
+    model = ViT(**SMALL).eval()
+    tokens = torch.randn(2, 17, SMALL["dim"])
+    block = model.blocks[-1]
+    assert supported(tokens)  # the portable numerics' CPU kernel, not scaled_dot_product_attention
+    with torch.no_grad():
+        full, full_attention = block(tokens, return_attention=True)
+        row, row_attention = block(tokens, return_attention=True, queries=1)
+        fast, _ = block(tokens, queries=1)
+    torch.testing.assert_close(row, full[:, :1])
+    torch.testing.assert_close(fast, full[:, :1])
+    torch.testing.assert_close(row_attention, full_attention[:, :, :1])
+    earlier = [torch.softmax(torch.randn(2, 4, 17, 17), -1)]
+    torch.testing.assert_close(attention_rollout(earlier + [row_attention]),
+                               attention_rollout(earlier + [full_attention]))
 
 
 def test_attention_rollout_hand_example():

@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dlprojects.core.models import ImageNetwork, torch_image_network
 from dlprojects.core.weights import load_params
+from dlprojects.vit import attention as packed
 
 __all__ = ["NO_DECAY", "PatchEmbedding", "Attention", "FeedForward", "Block", "ViT", "patchify",
            "attention_rollout", "classifier"]
@@ -58,7 +59,11 @@ class PatchEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; SDPA by default, explicit softmax(QK^T/sqrt(d)) on request."""
+    """Multi-head self-attention from one packed q/k/v projection. On the CPU with portable
+    numerics it runs `vit.attention.packed_attention` (no copies of q, k, v or their gradients);
+    elsewhere scaled_dot_product_attention; with return_attention, explicit softmax(QK^T/sqrt(d)).
+
+    `queries=q` attends from the first q tokens only: (B, N, D) -> (B, q, D)."""
 
     def __init__(self, *, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -67,22 +72,27 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * dim)
         self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, return_attention: bool = False,
+                queries: int | None = None) -> tuple[Tensor, Tensor | None]:
         b, n, d = x.shape
-        qkv = self.to_qkv(x).reshape(b, n, 3, self.heads, d // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, d)
+        queries = n if queries is None else queries
+        qkv = self.to_qkv(x)                                               # (B, N, 3D)
         attn = None
+        if not return_attention and packed.supported(qkv):
+            return self.to_out(packed.packed_attention(qkv, self.heads, queries)), None
+        q, k, v = qkv.reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q = q[:, :, :queries]                                              # (B, H, q, d)
         if return_attention:
-            attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, H, N, N)
-            out = attn @ v                                                 # (B, H, N, d)
+            attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, H, q, N)
+            out = attn @ v                                                 # (B, H, q, d)
         elif q.device.type == "cpu":
-            # PyTorch's fused CPU kernel trains 1.3x slower than its math kernel on these short
-            # sequences (17 tokens); CUDA keeps its own choice of kernel.
+            # native numerics: PyTorch's fused CPU kernel trains 1.3x slower than its math one on
+            # sequences this short (17 tokens)
             with sdpa_kernel(SDPBackend.MATH):
-                out = F.scaled_dot_product_attention(q, k, v)              # (B, H, N, d)
+                out = F.scaled_dot_product_attention(q, k, v)              # (B, H, q, d)
         else:
-            out = F.scaled_dot_product_attention(q, k, v)                  # (B, H, N, d)
-        out = out.transpose(1, 2).reshape(b, n, d)                         # (B, N, D)
+            out = F.scaled_dot_product_attention(q, k, v)                  # (B, H, q, d)
+        out = out.transpose(1, 2).reshape(b, queries, d)                   # (B, q, D)
         return self.to_out(out), attn
 
 
@@ -103,9 +113,11 @@ class Block(nn.Module):
         self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
         self.ff = FeedForward(dim=dim, hidden_dim=mlp_dim, dropout=dropout)
 
-    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
-        a, attn = self.attn(self.norm1(x), return_attention)
-        x = x + a                   # (B, N, D)
+    def forward(self, x: Tensor, return_attention: bool = False,
+                queries: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """(B, N, D) -> (B, queries or N, D): the first `queries` tokens' outputs."""
+        a, attn = self.attn(self.norm1(x), return_attention, queries)
+        x = (x if queries is None else x[:, :queries]) + a  # (B, q, D)
         x = x + self.ff(self.norm2(x))
         return x, attn
 
@@ -143,8 +155,9 @@ class ViT(nn.Module):
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
         x = self.dropout(torch.cat([cls, x], dim=1) + self.pos_embedding)  # (B, N, D)
         attentions = []
-        for block in self.blocks:
-            x, attn = block(x, return_attention)
+        for i, block in enumerate(self.blocks):
+            # the head reads the class token alone: the last block computes its row only
+            x, attn = block(x, return_attention, queries=1 if i == len(self.blocks) - 1 else None)
             attentions.append(attn)
         logits = self.head(self.norm(x[:, 0]))           # (B, K)
         return (logits, attentions) if return_attention else logits
@@ -154,15 +167,16 @@ def attention_rollout(attentions: list[Tensor]) -> Tensor:
     """Attention rollout (Abnar & Zuidema, 2020): [(B, H, N, N)] * L -> (B, N-1).
 
     Per layer: average heads, add the identity (residual), renormalise rows; multiply through
-    the layers (A_L @ ... @ A_1) and return the class-token row over the patch tokens. The full
-    row sums to 1, so the patch entries sum to 1 minus the class token's weight on itself.
+    the layers (A_L @ ... @ A_1) and return the class-token row over the patch tokens. The last
+    layer may hold the class token's row alone ((B, H, 1, N)): the only row the result reads.
+    The full row sums to 1, so the patch entries sum to 1 minus the class token's weight on itself.
     """
     if not attentions:
         raise ValueError("attentions is empty: call the model with return_attention=True")
     rollout = None
     for attn in attentions:
         a = attn.mean(dim=1)                                         # (B, N, N)
-        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = a + torch.eye(*a.shape[-2:], dtype=a.dtype, device=a.device)  # rows: queries
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout              # (B, N, N)
     return rollout[:, 0, 1:]                                         # (B, N-1)

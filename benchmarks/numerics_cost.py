@@ -4,7 +4,8 @@ side on the same machine, on shortened params (a few epochs, a small embedding s
 
 Runs the stage modules themselves (`python -m dlprojects.<project>.<stage>`) in a scratch copy
 of the project (data/raw and the embedding store linked, never written), alternating the two
-modes round by round so that load from other processes hits both alike. Prints the median seconds per stage and mode, and portable/native.
+modes round by round so that load from other processes hits both alike. Prints the median
+seconds per stage and mode, and portable/native.
 
     python benchmarks/numerics_cost.py --rounds 1
 """

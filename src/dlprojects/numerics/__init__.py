@@ -10,7 +10,7 @@ numerics fix every choice that decides bytes, in two steps:
 
 | setting                        | library           | what it fixes                                  |
 |--------------------------------|-------------------|------------------------------------------------|
-| MKL_CBWR=COMPATIBLE            | MKL (torch's BLAS, vector math) | one code path on Intel and AMD (MKL honours its AVX2 branch on Intel CPUs only) |
+| MKL_CBWR=COMPATIBLE            | MKL (torch's BLAS) | one code path on Intel and AMD (MKL honours its AVX2 branch on Intel CPUs only) |
 | ATEN_CPU_CAPABILITY=avx2       | torch's own kernels | elementwise ops, norms, softmax, reductions |
 | ONEDNN_MAX_CPU_ISA=AVX2        | oneDNN            | convolutions (jit:avx2, blocked by shape)      |
 | OPENBLAS_CORETYPE=Haswell      | OpenBLAS (NumPy's BLAS) | GEMM kernel and its fixed blocking        |
@@ -20,6 +20,8 @@ numerics fix every choice that decides bytes, in two steps:
    whose portable branch is 2.5 to 3.5 times slower, for OpenBLAS's Haswell kernel, whose
    blocking is fixed per kernel, not measured from the CPU (`dlprojects.numerics.gemm`). The CPU's
    fused attention kernel gives way to the math one, whose products are those; NNPACK is off.
+   Its vector math (exp, log, sqrt, tanh, erf, ...) leaves MKL's VML, which picks its code by the
+   CPU's vendor whatever MKL_CBWR says, for NumPy's AVX2 loops (`dlprojects.numerics.vector_math`).
 
 `python -m dlprojects.numerics.probe` checks the promise on the CPU at hand against committed
 hashes (`reference.json`); `make test` runs it. Thread counts are each stage's `threads` param.
@@ -90,7 +92,7 @@ def summary() -> str:
 
 def pin() -> list[str]:
     """Set the portable settings in this process's environment (inherited by its children), and
-    route torch's matrix products when it loads (`gemm.route`).
+    route torch's matrix products and vector math when it loads (`gemm`, `vector_math`).
 
     Returns the libraries that were already loaded and so keep the kernels they chose."""
     if not portable():
@@ -101,16 +103,14 @@ def pin() -> list[str]:
     os.environ.update(PORTABLE)
     loaded = [name for name in LIBRARIES if name in sys.modules]
     if "torch" in sys.modules:
-        from dlprojects.numerics import gemm
-
-        gemm.route()
+        _route()
     elif not any(isinstance(finder, _RouteWhenTorchLoads) for finder in sys.meta_path):
         sys.meta_path.insert(0, _RouteWhenTorchLoads())
     return loaded
 
 
 class _RouteWhenTorchLoads(importlib.abc.MetaPathFinder):
-    """Runs `gemm.route()` right after `import torch` finishes, wherever torch is imported."""
+    """Routes torch's kernels right after `import torch` finishes, wherever torch is imported."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "torch":
@@ -123,12 +123,18 @@ class _RouteWhenTorchLoads(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             load(module)
-            from dlprojects.numerics import gemm
-
-            gemm.route()
+            _route()
 
         spec.loader.exec_module = exec_module
         return spec
+
+
+def _route() -> None:
+    """torch's matrix products to OpenBLAS (`gemm`), its vector math to NumPy (`vector_math`)."""
+    from dlprojects.numerics import gemm, vector_math
+
+    gemm.route()
+    vector_math.route()
 
 
 def _cpuinfo() -> dict[str, str]:

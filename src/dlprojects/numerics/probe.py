@@ -136,7 +136,7 @@ def bert_model():
 CHECKS: dict[str, Callable[[], Iterable]] = {
     "torch matrix products (mm, addmm, bmm, baddbmm)": matrix_products,
     "MKL matrix products (mm with out=, mv)": mkl_products,
-    "MKL vector math (exp, log, tanh, sqrt, erf, log1p)": vector_math,
+    "vector math (exp, log, tanh, sqrt, erf, log1p)": vector_math,
     "torch elementwise (sigmoid, GELU, softmax, log_softmax, ReLU)": elementwise,
     "layer norm and batch norm, forward and backward": norms,
     "convolution, forward and backward": convolution,

@@ -16,7 +16,7 @@ import torch
 
 from conftest import ROOT, tool_env
 from dlprojects import numerics
-from dlprojects.numerics import gemm, probe as numerics_probe
+from dlprojects.numerics import gemm, probe as numerics_probe, vector_math
 
 # What runs numerics of its own: the pipeline's scripts, every stage's module and each benchmark
 # that loads NumPy or torch itself (the others time the commands they start)
@@ -35,13 +35,13 @@ PROBE = """
 import dlprojects, json, os, numpy, torch
 from numpy._core._multiarray_umath import __cpu_features__
 from threadpoolctl import threadpool_info
-from dlprojects.numerics import gemm
+from dlprojects.numerics import gemm, vector_math
 print(json.dumps({
     "aten": torch.backends.cpu.get_cpu_capability(),
     "openblas": [i.get("architecture") for i in threadpool_info() if i["internal_api"] == "openblas"],
     "numpy_avx512": bool(__cpu_features__.get("X86_V4")),
     "env": {name: os.environ.get(name) for name in dlprojects.numerics.PORTABLE},
-    "routed": gemm.routed(),
+    "routed": gemm.routed() and vector_math.routed(),
 }))
 """
 portable_only = pytest.mark.skipif(not numerics.portable(), reason=numerics.summary())
@@ -70,7 +70,7 @@ def test_the_test_process_pinned_before_numpy_and_torch_loaded():
     import dlprojects
 
     assert dlprojects.LOADED_BEFORE_PIN == []
-    assert gemm.routed() == numerics.portable()
+    assert gemm.routed() == vector_math.routed() == numerics.portable()
 
 
 @portable_only
@@ -185,6 +185,48 @@ def test_routed_products_keep_torch_semantics():
         torch.ones(3, 4) @ torch.ones(5, 2)
     with pytest.raises(RuntimeError, match="same dtype"):
         torch.mm(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.float64))
+
+
+routed_vector_math = pytest.mark.skipif(not vector_math.routed(),
+                                        reason="vector math is routed in portable mode only")
+
+
+@routed_vector_math
+def test_vector_math_gives_numpys_bytes_whatever_the_layout():
+    """MKL's VML would give other bytes (and other ones on each vendor's CPU): each op's result is
+    NumPy's (SciPy's for the error functions), for a row-major and a column-major input alike."""
+    from scipy import special
+
+    x = torch.rand(1000, 7, generator=torch.Generator().manual_seed(0)) * 4 + 0.01
+    for op, ufunc in vector_math.OPS.items():
+        values = x / 5 if op in ("asin", "acos", "erfinv") else x  # inside their domains
+        compute = getattr(special, ufunc.removeprefix("special.")) if isinstance(ufunc, str) else ufunc
+        expected = compute(values.numpy())
+        result = getattr(torch, op)(values)
+        assert result.numpy().tobytes() == expected.tobytes(), op
+        assert torch.equal(getattr(torch, op)(values.t().contiguous().t()), result), op
+        torch.testing.assert_close(getattr(torch, op)(values.double()), torch.from_numpy(
+            compute(values.double().numpy())), rtol=0, atol=0, msg=op)
+
+
+@routed_vector_math
+def test_vector_math_keeps_torch_semantics():
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(1)) + 0.5
+    assert torch.arange(4).sqrt().dtype == torch.get_default_dtype()
+    assert torch.equal(torch.arange(4).sqrt(), torch.tensor([0.0, 1.0, 2 ** 0.5, 3 ** 0.5]))
+    half = x.bfloat16()
+    assert torch.equal(half.exp(), half.float().exp().bfloat16())  # in float32, then rounded
+    out = torch.empty(0)
+    assert torch.exp(x, out=out) is out and torch.equal(out, x.exp())
+    column = x.clone()
+    column[:, 2].log_()  # in place on a strided view: written through
+    assert torch.equal(column[:, 2], x[:, 2].log()) and torch.equal(column[:, :2], x[:, :2])
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        torch.arange(4).sqrt_()
+    assert torch.tensor(4.0).sqrt().item() == 2.0 and torch.empty(0, 3).exp().shape == (0, 3)
+    torch.testing.assert_close(torch.tensor([1j * torch.pi]).exp(), torch.tensor([-1 + 0j]))
+    inputs = (x.double().requires_grad_(),)
+    assert torch.autograd.gradcheck(lambda t: torch.erf(t.log().tanh() * t.sqrt().exp()), inputs)
 
 
 # ----------------------------------------------------------- helpers shared with test_pipeline

@@ -142,17 +142,28 @@ FASHION = ("dlprojects.fashion.train", "improved", "data/raw/fashion_mnist",
            "reports/fashion/improved/history.csv")
 
 
+# Training bytes differ with the process count (the ranks' gradient sums are added in another
+# order), so a validation example that is a near tie can fall either way: one of the smoke
+# split's 5,000 FashionMNIST images did when AdamW's sqrt changed route. Accuracies may differ by
+# at most 2 of 5,000 examples; the losses, which every example moves, are the tight check.
+ACCURACY_SLACK = 2 / 5000
+
+
 def assert_same_training(one: Path, two: Path, history: str) -> float:
-    """Every epoch's accuracies the same, losses equal to float rounding; returns the largest
-    loss difference. (Weights are no measure here: Adam turns the rounding noise of gradients
-    that are zero in exact arithmetic, such as those of a border pixel under batch norm, into
-    steps of the learning rate's size.)"""
+    """Every epoch's accuracies the same to ACCURACY_SLACK, losses equal to float rounding;
+    returns the largest loss difference. (Weights are no measure here: Adam turns the rounding
+    noise of gradients that are zero in exact arithmetic, such as those of a border pixel under
+    batch norm, into steps of the learning rate's size.)"""
     first, second = read_history(one / history), read_history(two / history)
     assert len(first) == len(second) > 0
     assert [row.keys() for row in first] == [row.keys() for row in second]
     for a, b in zip(first, second):
-        assert {k: v for k, v in a.items() if not k.endswith("loss")} == \
-               {k: v for k, v in b.items() if not k.endswith("loss")}
+        assert a["epoch"] == b["epoch"]
+        for key in a:
+            if key.endswith("accuracy"):
+                assert abs(a[key] - b[key]) <= ACCURACY_SLACK + 1e-12, (a["epoch"], key, a, b)
+            elif not key.endswith("loss"):
+                assert a[key] == b[key], (a["epoch"], key)
     losses = max(abs(a[key] - b[key]) for a, b in zip(first, second) for key in a
                  if key.endswith("loss"))
     assert losses < 1e-4, losses

@@ -153,12 +153,14 @@ def test_routed_products_match_float64_and_give_the_same_bytes_at_any_thread_cou
     g = torch.Generator().manual_seed(0)
     a, b, bias = (torch.randn(*shape, generator=g) for shape in ((1000, 700), (700, 130), (130,)))
     batch, other = torch.randn(5, 17, 16, generator=g), torch.randn(5, 16, 9, generator=g)
+    tokens, grads = torch.randn(2176, 64, generator=g), torch.randn(2176, 192, generator=g)
     cases = {
         "mm": (lambda: a @ b, a.double() @ b.double()),
         "mm, transposed and sliced": (lambda: a.t()[:650] @ a[:, :140],
                                       a.double().t()[:650] @ a.double()[:, :140]),
         "addmm, alpha and beta": (lambda: torch.addmm(bias, a, b, beta=0.5, alpha=2.0),
                                   0.5 * bias.double() + 2 * (a.double() @ b.double())),
+        "weight gradient, 64 rows": (lambda: tokens.t() @ grads, tokens.double().t() @ grads.double()),
         "bmm": (lambda: batch @ other, batch.double() @ other.double()),
         "baddbmm": (lambda: torch.baddbmm(other[:, :1], batch, other),
                     other.double()[:, :1] + batch.double() @ other.double()),
@@ -170,6 +172,18 @@ def test_routed_products_match_float64_and_give_the_same_bytes_at_any_thread_cou
         for count in (2, 3, 4):  # cut into 2 to 4 pieces, on panel boundaries
             threads(count)
             assert torch.equal(compute(), one), f"{name}, {count} threads"
+
+
+def test_products_are_cut_at_whole_panels_and_evenly():
+    for rows in (13, 37, 64, 128, 500, 2176):
+        for pieces in (2, 3, 4):
+            bounds = gemm.row_bounds(rows, pieces)
+            assert bounds[0] == 0 and bounds[-1] == rows and len(bounds) <= pieces + 1
+            assert all(bound % gemm.PANEL == 0 for bound in bounds[1:-1])
+            assert all(end - start >= gemm.PANEL for start, end in zip(bounds, bounds[1:]))
+    assert gemm.row_bounds(64, 2) == [0, 36, 64]      # a ViT weight gradient: not 48 and 16
+    assert gemm.row_bounds(13, 2) == [0, 13]          # never a lone row
+    assert gemm.row_bounds(2176, 2) == [0, 1104, 2176]  # long: multiples of 4 panels
 
 
 @pytest.mark.skipif(not gemm.routed(), reason="matrix products are routed in portable mode only")

@@ -15,6 +15,7 @@ numerics fix every choice that decides bytes, in two steps:
 | ONEDNN_MAX_CPU_ISA=AVX2        | oneDNN            | convolutions (jit:avx2, blocked by shape)      |
 | OPENBLAS_CORETYPE=Haswell      | OpenBLAS (NumPy's BLAS) | GEMM kernel and its fixed blocking        |
 | NPY_ENABLE_CPU_FEATURES=X86_V3 | NumPy's own loops | AVX2 variants of exp, log, max, ...            |
+| GOMP_SPINCOUNT=1000            | torch's OpenMP    | no bytes: how long an idle worker spins (below) |
 
 2. When torch loads, its float matrix products (`mm`, `addmm`, `bmm`, `baddbmm`) leave MKL,
    whose portable branch is 2.5 to 3.5 times slower, for OpenBLAS's Haswell kernel, whose
@@ -22,6 +23,11 @@ numerics fix every choice that decides bytes, in two steps:
    fused attention kernel gives way to the math one, whose products are those; NNPACK is off.
    Its vector math (exp, log, sqrt, tanh, erf, ...) leaves MKL's VML, which picks its code by the
    CPU's vendor whatever MKL_CBWR says, for NumPy's AVX2 loops (`dlprojects.numerics.vector_math`).
+
+The routed products run their second piece on a thread of their own, beside torch's OpenMP
+workers, which by default spin 300,000 rounds after each parallel op before they sleep: on two
+cores the spinning worker took the core that piece needed (a ViT training step at 2 threads took
+87 ms with the default, 65 with 1,000 rounds, on an AMD EPYC). Threads never decide bytes here.
 
 `python -m dlprojects.numerics.probe` checks the promise on the CPU at hand against committed
 hashes (`reference.json`); `make test` runs it. Thread counts are each stage's `threads` param.
@@ -46,6 +52,7 @@ PORTABLE = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
     "NPY_ENABLE_CPU_FEATURES": "X86_V3",  # NumPy refuses to import if the CPU lacks what it names
+    "GOMP_SPINCOUNT": "1000",  # speed only: idle OpenMP workers leave the gemm thread its core
 }
 LIBRARIES = ("numpy", "torch")  # each reads its settings when it loads
 

@@ -7,7 +7,8 @@ kernel's blocking is a constant of the kernel, not measured from the CPU's cache
 replaces torch's CPU kernels for `mm`, `addmm`, `bmm` and `baddbmm` with calls to it.
 
 Threads: a product is cut into up to `torch.get_num_threads()` pieces (the matrices of a batch,
-else rows at multiples of 48), each computed by single-threaded OpenBLAS beside the others.
+else rows, as evenly as whole panels allow), each computed by single-threaded OpenBLAS beside the
+others.
 OpenBLAS's kernel computes rows in panels of 12 (`PANEL`), and a row's last bits depend on its
 place in its panel, so cuts fall on panel boundaries: the pieces give the very bytes of one
 uncut call, and the thread count changes no byte of a product. (The distributed loop cuts its
@@ -26,7 +27,6 @@ import numpy as np
 import torch
 
 PANEL = 12             # rows that OpenBLAS's Haswell SGEMM kernel computes together
-ALIGN = 4 * PANEL      # rows per cut between threads: whole panels
 MIN_SPLIT_FLOPS = 1 << 25  # below ~30 MFLOP a second thread costs more than it saves here
 MATH_ATTENTION = 0     # sdp::SDPBackend::math: attention as matrix products and a softmax
 NUMPY_TYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128, torch.int64,
@@ -117,12 +117,25 @@ def _pieces(x: np.ndarray, y: np.ndarray, threads: int) -> list[tuple]:
         return [(slice(s, e),) * 3 for s, e in zip(bounds[:-1], bounds[1:])]
     if x.ndim == 3:
         return [(..., ..., ...)]
-    step = -(-m // threads // ALIGN) * ALIGN  # ceil(m / threads), rounded up to whole cuts
-    if step >= m:
+    bounds = row_bounds(m, threads)
+    if len(bounds) < 3:
         return [(..., ..., ...)]
     every = slice(None)
-    return [(slice(start, start + step), every, slice(start, start + step))
-            for start in range(0, m, step)]
+    return [(slice(start, end), every, slice(start, end))
+            for start, end in zip(bounds[:-1], bounds[1:])]
+
+
+def row_bounds(m: int, pieces: int) -> list[int]:
+    """Cuts of m rows into up to `pieces` nearly equal parts at whole panels, none smaller than a
+    panel (a lone row would take OpenBLAS's matrix-vector path, whose bytes differ). Long
+    products are cut at multiples of 4 panels (ran faster), short ones (a weight gradient's 64
+    rows) at single panels, so that 64 rows make 36 and 28, not 48 and 16."""
+    unit = 4 * PANEL if m >= 8 * PANEL * pieces else PANEL
+    units = -(-m // unit)
+    bounds = sorted({min(m, round(units * index / pieces) * unit) for index in range(pieces + 1)})
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < PANEL:
+        del bounds[-2]
+    return bounds
 
 
 def _workers(count: int) -> ThreadPoolExecutor:

@@ -9,11 +9,13 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import mlflow
@@ -32,6 +34,7 @@ from dlprojects.vit.params import TrainVitParams
 from dlprojects.core.data.images import CLASS_NAMES, normalised_tensor
 from dlprojects.fashion.model import DenseClassifier
 from dlprojects.fashion.model import classifier as dense_classifier
+from dlprojects.core.errors import UserError
 from dlprojects.core.parsing import parse
 from dlprojects.sentiment.bert import bert_identity, read_bert_config
 from dlprojects.sentiment.model import SentimentRNN, save_rnn
@@ -310,6 +313,17 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a greyscale PNG of width x height (its header only: enough to open)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
 def test_predict_reads_image_files_of_any_size_from_a_folder_or_the_registry(folders, store,
                                                                                tmp_path):
     from PIL import Image
@@ -349,6 +363,7 @@ def test_predict_scores_review_files_like_the_served_model(folders, store, tmp_p
     ("fashion", b"\x89PNG\r\n\x1a\n broken", "-: not an image this command reads"),
     ("fashion", b"", "-: not an image this command reads"),
     ("fashion", b"a review", "-: not an image this command reads"),
+    ("fashion", png_header(20_000, 20_000), "-: more pixels than this command reads"),
     ("sentiment", b"\xff\xfe\x00bad", "-: not UTF-8 text"),
     ("sentiment", b"   ", "review 1 of 1 is empty"),
 ])
@@ -357,6 +372,33 @@ def test_predict_answers_any_bytes_with_one_error_line(family, data, message, fo
     assert result.returncode == 2
     assert result.stderr.decode().strip().splitlines()[-1].startswith("error: ")
     assert message in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+
+
+
+def test_predict_scales_16_bit_pixels_from_their_range_and_refuses_what_has_none():
+    from PIL import Image
+
+    from dlprojects.predict import image_pixels
+
+    wide = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 83)  # 0 to 64,989
+    pixels = image_pixels("wide.png", png(wide), (28, 28))
+    np.testing.assert_array_equal(pixels, np.rint(wide * (255 / 65535)).astype(np.uint8))
+    assert pixels.max() == 253  # PIL's own conversion would clip most of them to 255
+    narrow = images(1, seed=3)[0]
+    np.testing.assert_array_equal(image_pixels("eight.png", png(narrow), (28, 28)), narrow)
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((28, 28), 7.5, dtype=np.float32)).save(buffer, format="TIFF")
+    with pytest.raises(UserError, match=r"F pixels from 7.5 to 7.5 have no range"):
+        image_pixels("float.tif", buffer.getvalue(), (28, 28))
+
+
+def test_predict_refuses_an_image_too_large_to_decode_in_one_line():
+    from dlprojects.predict import image_pixels
+
+    for side in (9_000, 20_000):  # over this command's limit; over twice PIL's own
+        with pytest.raises(UserError, match=rf"{side}x{side} pixels is more than this command "
+                                            rf"reads|more pixels than this command reads"):
+            image_pixels("bomb.png", png_header(side, side), (28, 28))
 
 
 def test_predict_names_a_missing_model_in_one_line(store, tmp_path):

@@ -7,8 +7,9 @@
 
 (the registered names and model folders: each project's project.yaml, or reports/README.md)
 
-Images (PNG, JPEG, ... of any size) are greyscaled and resized to the model's 28x28 pixels, as the
-data sets store theirs (light strokes on a dark ground, like MNIST and FashionMNIST); text files
+Images (PNG, JPEG, ... up to 64 megapixels) are greyscaled and resized to the model's 28x28 pixels,
+as the data sets store theirs (light strokes on a dark ground, like MNIST and FashionMNIST); 16-bit
+pixels are scaled from their 0-65535 range; text files
 are UTF-8 reviews. '-' reads one file from standard input. Prints CSV: the file, the predicted
 label and each class's probability. Anything unreadable is one error line.
 """
@@ -19,6 +20,7 @@ import argparse
 import csv
 import io
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,19 +39,53 @@ def read_bytes(name: str) -> bytes:
         raise UserError(f"{name}: cannot read it ({error.strerror or error})") from None
 
 
+MAX_PIXELS = 64_000_000  # an image file's pixels: a 28x28 model needs few; a bomb needs many
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def image_pixels(name: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 pixels of `shape` ((28, 28) grey, or (32, 32, 3) colour) from an image file's bytes."""
+    """uint8 pixels of `shape` ((28, 28) grey, or (32, 32, 3) colour) from an image file's bytes.
+    Pixels of more than 8 bits are scaled from their own range (16-bit grey: 0-65535), never
+    clipped at 255."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB" if len(shape) == 3 else "L")
-            return np.asarray(image.resize((shape[1], shape[0]), Image.Resampling.LANCZOS),
-                              dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise UserError(f"{name}: {width}x{height} pixels is more than this command "
+                                    f"reads ({MAX_PIXELS:,}); scale the image down first")
+                image = eight_bit(name, image).convert("RGB" if len(shape) == 3 else "L")
+                return np.asarray(image.resize((shape[1], shape[0]), Image.Resampling.LANCZOS),
+                                  dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise UserError(f"{name}: more pixels than this command reads ({MAX_PIXELS:,}); scale the "
+                        f"image down first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         reason = str(error).splitlines()[0][:100] if str(error) else "unreadable"
         raise UserError(f"{name}: not an image this command reads (PNG, JPEG, GIF, BMP, ...): "
                         f"{reason}") from None
+
+
+def eight_bit(name: str, image):
+    """`image` with 8-bit channels: 16-bit grey scaled by 255/65535 and rounded (PIL's own
+    conversion clips at 255), 32-bit integer or float grey refused unless it is 16-bit or 0-1."""
+    from PIL import Image
+
+    if image.mode not in (*SIXTEEN_BIT, "I", "F"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if image.mode in SIXTEEN_BIT or (image.mode == "I" and low >= 0 and high <= 65535):
+        scale = 255 / 65535
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scale = 255
+    else:
+        raise UserError(f"{name}: {image.mode} pixels from {low:g} to {high:g} have no range this "
+                        f"command knows; save the image with 8- or 16-bit channels")
+    return Image.fromarray(np.rint(pixels * scale).astype(np.uint8))
 
 
 def review_text(name: str, data: bytes) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import runpy
 import sys
@@ -144,6 +145,21 @@ def test_predict_prints_probabilities_and_rejects_empty_text(project, monkeypatc
     assert capsys.readouterr().err.strip() == (
         "error: review 1 of 1 is empty (or only whitespace and <br /> tags); "
         "give the text of a review")
+
+
+def test_predict_refuses_a_wordless_review_and_bytes_that_are_not_utf8(project, monkeypatch,
+                                                                        capsys):
+    """The checks `dlprojects.predict` and the served model make, before any model loads."""
+    monkeypatch.chdir(project)
+    for args, stdin, message in (
+            (["\U0001f600\U0001f44d !!!"], b"", "error: review 1 of 1 has no words ("),
+            (["-"], b"\xff\xfe\x00bad", "error: -: not UTF-8 text (byte 0)")):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        with pytest.raises(SystemExit) as exit_:
+            stage("predict_sentiment.py", *args)
+        assert exit_.value.code == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(message) and len(error.splitlines()) == 1, error
 
 
 @pytest.mark.parametrize(("override", "message"), [

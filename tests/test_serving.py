@@ -180,7 +180,7 @@ def test_the_review_model_carries_its_bert_and_scores_text_as_predict_does(folde
     ([], "Failed to enforce schema|the batch is empty"),
     (["A fine film.", "  <br />"], "review 2 of 2 is empty"),
     ([3, 4], "Can not safely convert int64"),
-    (["A fine film.", "42"], "review 2 has no words"),
+    (["A fine film.", "42"], "review 2 of 2 has no words"),
     (["fine"] * (review_models.MAX_REVIEWS + 1), f"send at most {review_models.MAX_REVIEWS}"),
 ])
 def test_a_bad_review_batch_is_refused_with_one_clear_message(reviews, message, store):

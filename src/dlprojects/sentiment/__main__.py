@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dlprojects.core.errors import run_main
 from dlprojects.core.runtime import select_device, set_threads
+from dlprojects.predict import review_text
 from dlprojects.sentiment.predict import SentimentPredictor, check_texts
 
 
@@ -24,8 +25,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    texts = [sys.stdin.read() if text == "-" else text for text in args.texts]
-    check_texts(texts)  # before loading anything
+    texts = [review_text("-", sys.stdin.buffer.read()) if text == "-" else text
+             for text in args.texts]
+    check_texts(texts)  # before loading anything: the checks every way to score a review makes
 
     set_threads(args.threads)
     predictor = SentimentPredictor.load(args.model, args.bert, device=select_device(args.device))

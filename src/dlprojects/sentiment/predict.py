@@ -19,13 +19,18 @@ from dlprojects.sentiment.reviews import clean_review
 
 
 def check_texts(texts: Sequence[str]) -> None:
-    """Refuse a text with nothing to score: empty, or only whitespace and `<br />` tags."""
+    """Refuse a text with nothing to score: empty, only whitespace and `<br />` tags, or no letter
+    at all (digits, emoji, punctuation). Every way to score a review (the served model,
+    `dlprojects.predict`, `python -m dlprojects.sentiment`) goes through here."""
     if isinstance(texts, str):
         raise TypeError("pass a list of review texts, not one string")
     for number, text in enumerate(texts, 1):
         if not clean_review(text):
             raise UserError(f"review {number} of {len(texts)} is empty (or only whitespace and "
                             f"<br /> tags); give the text of a review")
+        if not any(character.isalpha() for character in text):
+            raise UserError(f"review {number} of {len(texts)} has no words ({text[:20]!r}); give "
+                            f"the text of a review")
 
 
 class SentimentPredictor:

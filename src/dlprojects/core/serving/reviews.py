@@ -46,10 +46,7 @@ def review_batch(model_input: Any) -> list[str]:
     for number, text in enumerate(texts, 1):
         if not isinstance(text, str):
             raise bad_request(f"review {number} is a {type(text).__name__}, not text")
-        if text.strip() and not any(character.isalpha() for character in text):
-            raise bad_request(f"review {number} has no words ({text[:20]!r}); send the text of a "
-                              f"review")
-    return texts
+    return texts  # what a review must say: the predictor's checks (a 400 too)
 
 
 class ReviewClassifier(mlflow.pyfunc.PythonModel):

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dlprojects.core.errors import UserError, run_main
+from dlprojects.sentiment.reviews import decode_review
 
 
 def read_bytes(name: str) -> bytes:
@@ -88,14 +89,6 @@ def eight_bit(name: str, image):
     return Image.fromarray(np.rint(pixels * scale).astype(np.uint8))
 
 
-def review_text(name: str, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{name}: not UTF-8 text (byte {error.start}); save the review as "
-                        f"UTF-8") from None
-
-
 def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tuple[int, ...] | None]:
     """(predict, image shape or None for reviews) of a registry URI or a model folder."""
     if ":/" in model:
@@ -148,7 +141,7 @@ def main() -> None:
 
     predict, shape = load(args.model, args.bert)
     if shape is None:
-        batch = [review_text(name, data) for name, data in contents]
+        batch = [decode_review(name, data) for name, data in contents]
     else:
         batch = np.stack([image_pixels(name, data, shape) for name, data in contents])
     from mlflow.exceptions import MlflowException

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from dlprojects.core.errors import run_main
 from dlprojects.core.runtime import select_device, set_threads
-from dlprojects.predict import review_text
 from dlprojects.sentiment.predict import SentimentPredictor, check_texts
+from dlprojects.sentiment.reviews import decode_review
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    texts = [review_text("-", sys.stdin.buffer.read()) if text == "-" else text
+    texts = [decode_review("-", sys.stdin.buffer.read()) if text == "-" else text
              for text in args.texts]
     check_texts(texts)  # before loading anything: the checks every way to score a review makes
 

@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MPLBAC
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PYTHONUNBUFFERED=1
 
-.PHONY: setup browser repro seeds full-size gpu-check team-up team-down test test-fast ui clean
+.PHONY: setup browser repro seeds full-size gpu-check team-up team-down test test-fast ui serve clean
 
 setup: $(STAMP)
 
@@ -86,6 +86,11 @@ ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (HOST=0.0.0.0 to share it)
 		"http://$(or $(HOST),127.0.0.1):$(or $(PORT),5000)/#/experiments?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(or $(HOST),127.0.0.1) \
 		--port $(or $(PORT),5000) --workers 1
+
+# One logged model over HTTP: make serve MODEL=models:/<name>@champion [PORT=5001] [HOST=0.0.0.0]
+serve: setup
+	python -m dlprojects.serve $(or $(MODEL),$(error name the model: make serve MODEL=models:/<name>@champion)) \
+		--host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5001)
 
 clean:
 	rm -rf $(VENV)

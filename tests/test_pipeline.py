@@ -64,6 +64,99 @@ def test_repro_runs_every_stage_and_a_second_repro_has_nothing_to_do(project):
     assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
 
 
+# ------------------------------------------ bad input to a stage costs nothing (each test
+# leaves the project as it found it)
+
+
+def workspace_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under models/ and reports/, by path."""
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for folder in ("models", "reports") for path in sorted((root / folder).rglob("*"))
+            if path.is_file()}
+
+
+def failed(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env={**tool_env(), **env}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode != 0, f"{' '.join(command)} succeeded:\n{result.stdout}"
+    return result
+
+
+@pytest.mark.parametrize(("stage", "override", "message"), [
+    ("train_vit", {"train_vit": {"lr": -1}}, "error: train_vit.lr: -1.0 must be positive"),
+    ("train_vit", {"train_vit": {"dataset": "svhn"}}, "data/raw/svhn"),  # DVC's: a missing dep
+    ("train_fashion@improved", {"train_fashion": {"variants": {"improved": {"dropout": 1.0}}}},
+     "error: train_fashion.variants.improved.dropout: 1.0 must be in [0, 1)"),
+    ("embed_imdb", {"embed_imdb": {"max_length": 0}}, "error: embed_imdb.max_length"),
+])
+def test_a_bad_param_costs_no_output(project, stage, override, message):
+    """DVC deletes a stage's outputs before running it unless they persist: with a refused
+    param, `dvc repro -s` of the stage leaves the model, its history and every report as they
+    were, and the stage is still recorded as up to date once the param is put back."""
+    before, params = workspace_digest(project), project / "params.yaml"
+    original = params.read_bytes()
+    params.write_text(yaml.safe_dump(merge(yaml.safe_load(original), override), sort_keys=False))
+    try:
+        result = failed(["dvc", "repro", "-s", stage], project)
+    finally:
+        params.write_bytes(original)
+    assert message in result.stdout + result.stderr
+    assert workspace_digest(project) == before
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_a_model_changed_after_training_is_refused_before_evaluation(project):
+    """16 bytes flipped in the weights of models/vit: its bytes match no training run and not
+    dvc.lock, so evaluate_vit refuses in one line before any work (no report rewritten, no
+    registered version added)."""
+    import mlflow
+
+    weights = project / "models/vit/model.safetensors"
+    original = weights.read_bytes()
+    altered = bytearray(original)
+    altered[-64:-48] = bytes(255 - b for b in altered[-64:-48])  # in the tensor data, not the header
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    versions = len(client.search_model_versions("name = 'vit'"))
+    before = workspace_digest(project)
+    weights.write_bytes(bytes(altered))
+    try:
+        result = failed(["dvc", "repro", "-s", "evaluate_vit"], project)
+    finally:
+        weights.write_bytes(original)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert lines == [lines[0]] and "models/vit: its files match no training run of 'vit'" in lines[0]
+    assert workspace_digest(project) == before
+    assert len(client.search_model_versions("name = 'vit'")) == versions
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_an_unreachable_tracking_server_stops_evaluation_before_any_work(project):
+    """The README: with the server down, evaluate says so before it writes anything, and
+    predict from the registry says so in seconds, not minutes of retries."""
+    before = workspace_digest(project)
+    down = f"http://127.0.0.1:{free_port()}"
+    result = failed(["dvc", "repro", "--force", "-s", "evaluate_fashion"], project,
+                    MLFLOW_TRACKING_URI=down)
+    assert f"error: MLflow tracking server {down} is unreachable" in result.stderr
+    assert workspace_digest(project) == before
+    image = project / "shoe.png"
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(image)
+    try:
+        started = time.perf_counter()
+        result = failed([sys.executable, "-m", "dlprojects.predict", "models:/fashion@champion",
+                         str(image)], project, MLFLOW_TRACKING_URI=down)
+        seconds = time.perf_counter() - started
+    finally:
+        image.unlink()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: MLflow tracking server {down} is "
+                                                   f"unreachable (")
+    assert seconds < 60  # start-up included; MLflow's own retries took 270 s
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+
 # ----------------------------------------- the torch stages as 2 processes, and on 2 "nodes"
 # (before any test below changes the project)
 
@@ -476,6 +569,7 @@ def test_a_rank_killed_mid_epoch_resumes_under_dvc_repro_and_ends_as_if_never_ki
         "data": {"train_samples": 0}, "loop": {"epochs": 4, "threads": 1}})
     params["distributed"] = {"processes": 2}  # torchrun, 2 gloo processes
     (side / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    last_model = model.read_bytes() if model.exists() else None  # persists while a run fails
     try:
         killed = subprocess.Popen(["dvc", "repro", "-s", stage], cwd=side, env=tool_env(),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -490,7 +584,8 @@ def test_a_rank_killed_mid_epoch_resumes_under_dvc_repro_and_ends_as_if_never_ki
         output = killed.communicate(timeout=300)[0]
         assert killed.returncode != 0 and "Traceback" not in output, output
         lost = time.time() - checkpoint.stat().st_mtime
-        assert not model.exists()  # nothing half-written where the model goes
+        # nothing half-written where the model goes: the last run's model, as it was
+        assert (model.read_bytes() if model.exists() else None) == last_model
 
         resumed = run(["dvc", "repro", "-s", stage], side, timeout=600)
         output = resumed.stdout + resumed.stderr

@@ -5,6 +5,7 @@ refused with one message; served over real HTTP; and the predict command for fil
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import io
 import json
 import os
@@ -207,28 +208,32 @@ def test_logged_models_declare_pinned_requirements_and_carry_no_pickle(store):
 
 
 def post(url: str, body: bytes | dict) -> tuple[int, dict]:
+    status, raw = post_raw(url, body)
+    return status, json.loads(raw or b"{}")
+
+
+def post_raw(url: str, body: bytes | dict) -> tuple[int, bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(f"{url}/invocations", data=data,
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            return response.status, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        return error.code, error.read()
 
 
 class Served:
-    """`mlflow models serve -m <uri> --env-manager local` on a free port of 127.0.0.1."""
+    """`python -m dlprojects.serve <uri>` (what `make serve` runs) on a free port of 127.0.0.1,
+    with no venv on PATH: it needs no activated venv."""
 
     def __init__(self, model_uri: str, tracking_uri: str, cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**tool_env(), "MLFLOW_TRACKING_URI": tracking_uri}
+        env = {**tool_env(), "MLFLOW_TRACKING_URI": tracking_uri, "PATH": "/usr/bin:/bin"}
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "dlprojects.serve", model_uri, "--port", str(self.port)],
+            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         started = time.perf_counter()
         while time.perf_counter() - started < 120:
             if self.process.poll() is not None:
@@ -277,6 +282,49 @@ def test_a_served_image_model_answers_as_it_does_in_process_and_refuses_bad_requ
             assert 400 <= status < 500 and answer.get("message"), (bad if isinstance(bad, bytes)
                                                                   else str(bad)[:80], status)
         assert post(server.url, {"inputs": batch.tolist()})[0] == 200  # still serving
+
+
+def test_a_served_model_answers_any_body_in_a_short_line_and_refuses_one_over_its_limit(store):
+    with Served(store["fashion"], store["tracking_uri"]) as server:
+        for body in (b'{"inputs": "' + b"A" * 5_000_000 + b'"}',     # 5 MB of text for pixels
+                     json.dumps({"inputs": np.zeros((2000, 20, 28), int).tolist()}).encode(),
+                     np.random.default_rng(0).bytes(5_000_000),      # 5 MB of garbage
+                     b'{"dataframe_split": {"columns": ["' + b"c" * 100_000 + b'"]}}'):
+            status, raw = post_raw(server.url, body)
+            message = json.loads(raw)["message"]
+            assert status == 400 and len(raw) < 500 and "\n" not in message, (status, raw[:200])
+            assert "A" * 50 not in message and "0, 0, 0, 0, 0, 0" not in message, message
+        assert "batch is empty: send at least one image" in post(server.url, {"inputs": []})[1][
+            "message"]
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(17 * 2**20))
+        connection.endheaders()  # the body is never sent: refused on its announced length
+        response = connection.getresponse()
+        assert response.status == 413 and "send the batch in parts" in json.loads(
+            response.read())["message"]
+        connection.close()
+        assert post(server.url, {"inputs": images(2).tolist()})[0] == 200  # still serving
+
+
+def test_serve_refuses_a_taken_port_and_make_serve_a_missing_model_in_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.perf_counter()
+        refused = subprocess.run([sys.executable, "-m", "dlprojects.serve", "models:/vit@champion",
+                                  "--port", str(port)], capture_output=True, text=True, cwd=ROOT,
+                                 env=tool_env(), timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert f"127.0.0.1:{port}: cannot listen there" in refused.stderr
+    assert time.perf_counter() - started < 30  # before any model loads
+    unnamed = subprocess.run(["make", "-s", "serve"], capture_output=True, text=True, cwd=ROOT,
+                             env=tool_env(), timeout=120)
+    assert unnamed.returncode != 0 and "name the model: make serve MODEL=" in unnamed.stderr
 
 
 def test_a_served_review_model_scores_text_and_refuses_a_number(store):
@@ -406,6 +454,29 @@ def test_predict_names_a_missing_model_in_one_line(store, tmp_path):
         result = predict(model, "-", stdin=b"x", tracking_uri=store["tracking_uri"])
         assert result.returncode == 2 and "Traceback" not in result.stderr.decode()
         assert len(result.stderr.decode().strip().splitlines()) == 1, result.stderr.decode()
+
+
+def test_predict_checks_its_files_before_it_loads_a_registered_model(folders, tmp_path):
+    """The model's signature says what it takes: files are checked against it before the model
+    loads. Its weights removed from the store, a bad file is still named first."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "order", artifact_location=(tmp_path / "artifacts").as_uri()))
+    with mlflow.start_run():
+        info = image_models.log_image_classifier(folders["fashion"], images(2))
+    for weights in (tmp_path / "artifacts").rglob("model.safetensors"):
+        weights.unlink()
+    note, shoe = tmp_path / "note.txt", tmp_path / "shoe.png"
+    note.write_bytes(b"not an image")
+    shoe.write_bytes(png(images(1)[0]))
+    refused = predict(info.model_uri, str(shoe), str(note), tracking_uri=uri)
+    assert refused.returncode == 2 and refused.stderr.decode().strip().splitlines() == [
+        f"error: {note}: not an image this command reads (PNG, JPEG, GIF, BMP, TIFF, ...): no "
+        f"known image format"]
+    unloadable = predict(info.model_uri, str(shoe), tracking_uri=uri)
+    stderr = unloadable.stderr.decode().strip()  # the load's own error, once files are fine
+    assert unloadable.returncode == 2 and "model.safetensors" in stderr and "\n" not in stderr
 
 
 def test_predict_outside_a_project_says_where_the_store_should_be(tmp_path):

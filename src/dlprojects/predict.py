@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlprojects.core.errors import UserError, run_main
-from dlprojects.sentiment.reviews import decode_review
+from dlprojects.core.errors import UserError, run_main, utf8_text
 
 
 def read_bytes(name: str) -> bytes:
@@ -64,10 +63,13 @@ def image_pixels(name: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     except Image.DecompressionBombError:
         raise UserError(f"{name}: more pixels than this command reads ({MAX_PIXELS:,}); scale the "
                         f"image down first") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        reason = str(error).splitlines()[0][:100] if str(error) else "unreadable"
-        raise UserError(f"{name}: not an image this command reads (PNG, JPEG, GIF, BMP, ...): "
-                        f"{reason}") from None
+    except UnidentifiedImageError:  # PIL's message names the buffer by its memory address
+        raise UserError(f"{name}: not an image this command reads (PNG, JPEG, GIF, BMP, TIFF, "
+                        f"...): no known image format") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+        raise UserError(f"{name}: not an image this command reads (PNG, JPEG, GIF, BMP, TIFF, "
+                        f"...): {reason}") from None
 
 
 def eight_bit(name: str, image):
@@ -89,10 +91,36 @@ def eight_bit(name: str, image):
     return Image.fromarray(np.rint(pixels * scale).astype(np.uint8))
 
 
+def declared_input(model: str) -> tuple[str, tuple[int, ...] | None]:
+    """("reviews", None) or ("images", their shape) for the model `model` names, read without
+    loading it (its signature, or a folder's model.json), so that inputs are checked first; a
+    folder's image shape is known once it loads (None here)."""
+    if ":/" not in model:
+        from dlprojects.core import models
+
+        return models.manifest(Path(model))["input"], None
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    connect_store(model)
+    try:
+        inputs = get_model_info(model).signature.inputs
+    except MlflowException as error:
+        raise UserError(f"{model}: {error.message.splitlines()[0]}") from None
+    except AttributeError:  # no signature: not a model of this pipeline
+        raise UserError(f"{model}: logged without a signature, not by this pipeline") from None
+    return ("images", tuple(inputs.inputs[0].shape[1:])) if inputs.is_tensor_spec() else (
+        "reviews", None)
+
+
 def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tuple[int, ...] | None]:
     """(predict, image shape or None for reviews) of a registry URI or a model folder."""
     if ":/" in model:
-        return _load_logged(model)
+        logged = load_logged(model)
+        inputs = logged.metadata.get_input_schema()
+        if inputs is not None and inputs.is_tensor_spec():
+            return logged.predict, tuple(inputs.inputs[0].shape[1:])
+        return (lambda texts: logged.predict(pd.DataFrame({"review": list(texts)}))), None
     from dlprojects.core import models
     from dlprojects.core.serving.images import ImageClassifier
     from dlprojects.core.serving.reviews import ReviewClassifier
@@ -105,9 +133,10 @@ def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tupl
     return (lambda batch: images.predict(None, batch)), images.network.shape
 
 
-def _load_logged(uri: str) -> tuple[Callable[[object], pd.DataFrame], tuple[int, ...] | None]:
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
+def connect_store(uri: str) -> None:
+    """Point MLflow at the tracking store that resolves `uri`, after checking it is there and
+    answers (seconds, not minutes of retries, when a server is down)."""
+    import mlflow
 
     from dlprojects.core import tracking
 
@@ -115,15 +144,20 @@ def _load_logged(uri: str) -> tuple[Callable[[object], pd.DataFrame], tuple[int,
     if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
         raise UserError(f"{uri}: no MLflow store at {store.removeprefix('sqlite:///')}; run this "
                         f"in the project folder or set MLFLOW_TRACKING_URI")
+    tracking.check_reachable(store)
     mlflow.set_tracking_uri(store)
+
+
+def load_logged(uri: str):
+    """The pyfunc model a registry or run URI names (`mlflow.pyfunc.load_model`), or one line."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    connect_store(uri)
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        return mlflow.pyfunc.load_model(uri)
     except MlflowException as error:
         raise UserError(f"{uri}: {error.message.splitlines()[0]}") from None
-    inputs = model.metadata.get_input_schema()
-    if inputs is not None and inputs.is_tensor_spec():
-        return model.predict, tuple(inputs.inputs[0].shape[1:])
-    return (lambda texts: model.predict(pd.DataFrame({"review": list(texts)}))), None
 
 
 def main() -> None:
@@ -138,11 +172,15 @@ def main() -> None:
     if args.files.count("-") > 1:
         raise UserError("'-' (standard input) can be given once")
     contents = [(name, read_bytes(name)) for name in args.files]  # before loading anything
+    kind, shape = declared_input(args.model)
+    batch = None
+    if kind == "reviews":  # checked before the model (and its BERT) loads
+        batch = [utf8_text(name, data) for name, data in contents]
+    elif shape is not None:  # a registered model's images: checked before it loads
+        batch = np.stack([image_pixels(name, data, shape) for name, data in contents])
 
     predict, shape = load(args.model, args.bert)
-    if shape is None:
-        batch = [decode_review(name, data) for name, data in contents]
-    else:
+    if kind == "images" and batch is None:  # a folder's model: its shape known now (fast load)
         batch = np.stack([image_pixels(name, data, shape) for name, data in contents])
     from mlflow.exceptions import MlflowException
 

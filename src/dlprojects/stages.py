@@ -29,12 +29,29 @@ HEADER = ("# Written by `python -m dlprojects.stages` from the project declarati
           "# (src/dlprojects/*/project.yaml): edit those and run it again, not this file.\n")
 
 
+OUTPUTS = ("outs", "metrics", "plots")
+
+
+def _kept(entries: list[Any]) -> list[dict[str, Any]]:
+    """Stage outputs marked `persist: true`: DVC deletes the others before the stage's command
+    runs, so a bad param (refused by the command in one line) would cost the good outputs of the
+    last run. Each command writes its files whole or not at all (`core.files`), so a failed run
+    leaves them as `dvc.lock` records them."""
+    kept = []
+    for entry in entries:
+        path, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+        kept.append({path: {**(options or {}), "persist": True}})
+    return kept
+
+
 def _with_code(stage: dict[str, Any], code: list[str]) -> dict[str, Any]:
-    """A declared stage (or a foreach stage's body) with the code it runs among its deps."""
+    """A declared stage (or a foreach stage's body) with the code it runs among its deps and its
+    outputs kept until it replaces them."""
     if "foreach" in stage:
         return {"foreach": stage["foreach"], "do": _with_code(stage["do"], code)}
     ordered = {"cmd": stage["cmd"], "deps": [*stage.get("deps", []), *code]}
-    return ordered | {key: value for key, value in stage.items() if key not in ("cmd", "deps")}
+    return ordered | {key: _kept(value) if key in OUTPUTS else value
+                      for key, value in stage.items() if key not in ("cmd", "deps")}
 
 
 def _download(projects: tuple[Project, ...]) -> dict[str, Any]:

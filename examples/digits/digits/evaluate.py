@@ -11,6 +11,7 @@ from dlprojects.core.data.images import load_image_splits
 from dlprojects.core.errors import run_main
 from dlprojects.core.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.core.history import best_epoch, best_of_history, read_history
+from dlprojects.core.integrity import check_model
 from dlprojects.core.models import load
 from dlprojects.core.projects import project
 
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("reports", type=Path, help="reports/digits (history in, figures out)")
     args = parser.parse_args()
     data = load_section("train_digits").data
+    check_model("digits", args.model_dir)  # before any work
     splits = load_image_splits("mnist", args.data, validation_size=data.validation_size,
                                seed=data.seed, test_samples=data.test_samples)
     network = load(args.model_dir)  # the builder its model.json names

@@ -18,11 +18,13 @@ from dlprojects.core.evaluation import (confusion_matrix, per_class_accuracy, wr
                                         write_predictions)
 from dlprojects.core.history import best_epoch, read_history
 from dlprojects.core.image_evaluation import log_and_publish
+from dlprojects.core.integrity import check_model
 
 
 def main() -> None:
     args = _parse_args()
     params = load_section("train_backprop")
+    check_model("backprop", args.model_dir)  # before any work
     splits = load_image_splits("mnist", args.data, validation_size=params.data.validation_size,
                                seed=params.data.seed, test_samples=params.data.test_samples)
     model, _ = network.load(args.model_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dlprojects.core.parsing import (PARAMS_FILE, ConfigError, Count, Device, Processes, Samples,
-                                     check, parse, read_params)
+                                     check, parse, read_params, shown)
 
 __all__ = ["ConfigError", "SECTIONS", "load_section", "parse"]
 
@@ -30,7 +30,7 @@ class SourceParams:
     def __post_init__(self):
         for url in self.mirrors:
             check(url.startswith(("http://", "https://")), "mirrors",
-                  f"{url!r} is not an http(s):// URL")
+                  f"{shown(url)} is not an http(s):// URL")
 
 
 @dataclass(frozen=True)

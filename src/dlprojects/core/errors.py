@@ -49,3 +49,12 @@ def run_main(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted; run the stage again to resume", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def utf8_text(name: str, data: bytes) -> str:
+    """The text of a review file's bytes, which must be UTF-8 (one line naming `name` if not)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{name}: not UTF-8 text (byte {error.start}); save the review as "
+                        f"UTF-8") from None

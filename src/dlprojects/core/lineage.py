@@ -9,6 +9,7 @@ goes the other way, from a run, experiment or model to its commit, data and runs
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,17 @@ def model_digest(folder: Path) -> str:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def dvc_folder_hash(folder: Path) -> str:
+    """The hash DVC records in dvc.lock for a folder out (`<md5>.dir`): the md5 of its listing
+    of each file's md5 and relative path."""
+    folder = Path(folder)
+    files = sorted((p for p in folder.rglob("*") if p.is_file()),
+                   key=lambda p: p.relative_to(folder).parts)
+    listing = [{"md5": hashlib.md5(p.read_bytes()).hexdigest(),
+                "relpath": p.relative_to(folder).as_posix()} for p in files]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
 def project_root(start: Path | None = None) -> Path:

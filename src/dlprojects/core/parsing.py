@@ -84,7 +84,7 @@ class CountOrAuto:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
                                and value >= 1):
             return None
-        return f"{value!r} must be auto or a whole number from 1"
+        return f"{shown(value)} must be auto or a whole number from 1"
 
 
 Count = Annotated[int, Range(low=1)]
@@ -105,25 +105,44 @@ def read_params(params_file: Path | str = PARAMS_FILE) -> dict[str, Any]:
     path = Path(params_file)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the project root")
+    restore = f"fix it or restore it with `git checkout {path}`"
     try:
-        with path.open() as f:
-            return yaml.safe_load(f) or {}
+        with path.open(encoding="utf-8") as f:
+            params = yaml.safe_load(f)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}; fix it or restore it with "
-                          f"`git checkout {path}`") from None
+        raise ConfigError(f"{path} is not valid YAML{where}; {restore}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); {restore}") from None
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(f"{path} holds a {type(params).__name__}, not sections of params "
+                          f"(train_vit: ...); {restore}")
+    return params or {}
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as an error shows it: its repr (one line), cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def key_name(name: Any) -> str:
+    """A key as an error shows it: as written if it is plain text, else its repr."""
+    plain = isinstance(name, str) and name.isprintable() and name and name.strip() == name
+    return name if plain else shown(name)
 
 
 def parse(cls: type, data: Any, key: str) -> Any:
     """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{key}: expected a mapping, got {shown(data)}")
     hints = get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers or null
     if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+        raise ConfigError(f"{key}.{key_name(unknown[0])}: unknown key (known: "
+                          f"{', '.join(sorted(names))})")
     values = {name: _coerce(value, hints[name], f"{key}.{name}") for name, value in data.items()}
     missing = [name for name in names if name not in data]
     if missing:
@@ -150,18 +169,18 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is Literal:
         if value not in get_args(hint):
             choices = ", ".join(repr(a) for a in get_args(hint))
-            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+            raise ConfigError(f"{key}: {shown(value)} is not one of {choices}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {shown(value)}")
         (item,) = get_args(hint)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {shown(value)}")
         _, item = get_args(hint)
-        return {name: _coerce(v, item, f"{key}.{name}") for name, v in value.items()}
+        return {name: _coerce(v, item, f"{key}.{key_name(name)}") for name, v in value.items()}
     if origin in (Union, types.UnionType):
         options = get_args(hint)
         if value is None and type(None) in options:
@@ -172,7 +191,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return float(value)
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and
                                                  (hint is bool or not isinstance(value, bool))):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {shown(value)}")
     return value
 
 

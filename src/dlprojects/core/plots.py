@@ -11,14 +11,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dlprojects.core.files import atomic_path  # noqa: E402
+
 
 def _save(figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as scratch:
+        figure.savefig(scratch, format=Path(path).suffix[1:], dpi=110)
     plt.close(figure)
-    return path
+    return Path(path)
 
 
 def loss_curves(histories: dict[str, list[dict[str, float]]], path: Path, *,
@@ -178,8 +179,7 @@ def patch_grid(image: np.ndarray, patch_size: int, path: Path, *, title: str = "
         axis.set_title(str(1 + row * columns + column), fontsize=6, pad=1)
     if title:
         figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")  # tight_layout cannot place nested grids
+    with atomic_path(path) as scratch:  # tight_layout cannot place nested grids
+        figure.savefig(scratch, format=Path(path).suffix[1:], dpi=110, bbox_inches="tight")
     plt.close(figure)
-    return path
+    return Path(path)

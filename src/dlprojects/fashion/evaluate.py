@@ -17,6 +17,7 @@ from dlprojects.core.errors import run_main
 from dlprojects.core.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.core.history import best_epoch, read_history
 from dlprojects.core.image_evaluation import log_and_publish
+from dlprojects.core.integrity import check_model
 from dlprojects.core.runtime import select_device
 from dlprojects.core.training import TensorBatches, predict
 from dlprojects.core.weights import load_weights
@@ -29,6 +30,8 @@ SAMPLES = 10  # test images shown with their predicted probabilities, 4 of them 
 def main() -> None:
     args = _parse_args()
     params = load_section("train_fashion")
+    for variant in params.variants:  # before any work
+        check_model("fashion", args.models / variant)
     device = select_device(params.loop.device)
     splits = load_image_splits("fashion_mnist", args.data,
                                validation_size=params.data.validation_size,

@@ -20,6 +20,7 @@ from dlprojects.core import tracking
 from dlprojects.core.errors import UserError
 from dlprojects.core.lineage import (MODEL_TAG, dvc_hashes, first_commit, git, model_digest,
                                      project_root)
+from dlprojects.core.models import manifest
 
 
 def describe_run(client, run_id: str) -> str:
@@ -75,6 +76,7 @@ def describe_experiment(client, name: str) -> str:
 
 DIGEST = re.compile(r"[0-9a-f]{8,64}")
 
+MODEL_FILES = ("model.json", "model.safetensors", "weights.npz")  # what a model folder holds
 REPORT = "reports/lineage.json"  # written by the report stage: folder, digest, DVC hash
 
 
@@ -113,10 +115,8 @@ def _locate(target: str, root: Path | None) -> tuple[Path, str, str, str]:
     and hash are '' where neither the folder nor reports/lineage.json names them."""
     if Path(target).is_dir():
         folder = Path(target)
-        if not any(folder.iterdir()):
-            raise UserError(f"{folder} holds no model; give a train stage's out (a folder under "
-                            f"models/), "
-                            f"and run `dvc pull` or `dvc repro` first")
+        if not any((folder / name).is_file() for name in MODEL_FILES):
+            manifest(folder)  # not a model folder (".", an empty one): one line, nothing hashed
         root = root or project_root(folder)
         _require_git(root)
         try:

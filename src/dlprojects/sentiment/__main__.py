@@ -10,10 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dlprojects.core.errors import run_main
+from dlprojects.core.errors import run_main, utf8_text
 from dlprojects.core.runtime import select_device, set_threads
 from dlprojects.sentiment.predict import SentimentPredictor, check_texts
-from dlprojects.sentiment.reviews import decode_review
 
 
 def main() -> None:
@@ -25,7 +24,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    texts = [decode_review("-", sys.stdin.buffer.read()) if text == "-" else text
+    texts = [utf8_text("-", sys.stdin.buffer.read()) if text == "-" else text
              for text in args.texts]
     check_texts(texts)  # before loading anything: the checks every way to score a review makes
 

@@ -14,6 +14,7 @@ from dlprojects.core.config import load_section
 from dlprojects.core.errors import run_main
 from dlprojects.core.evaluation import confusion_matrix, write_json, write_predictions
 from dlprojects.core.history import best_epoch, best_of_history, read_history
+from dlprojects.core.integrity import check_model
 from dlprojects.core.projects import project
 from dlprojects.core.runtime import autocast_on, select_device, set_threads
 from dlprojects.core.training import predict
@@ -29,6 +30,7 @@ from dlprojects.sentiment.store import Embeddings, load_split
 def main() -> None:
     args = _parse_args()
     params = load_section("evaluate_sentiment")
+    check_model("sentiment", args.model_dir)  # before any work
 
     set_threads(params.threads)
     device = select_device(params.device)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from dlprojects.core.files import atomic_path, write_atomic
 from dlprojects.sentiment.reviews import clean_review
 
 
@@ -79,8 +80,7 @@ def write_examples(examples: list[dict[str, Any]], csv_path: Path, markdown_path
     """The examples as CSV (data) and as a Markdown table (for people)."""
     import csv
 
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(csv_path) as scratch, scratch.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["index", "kind", "label", "p_positive", "text"])
         writer.writeheader()
         writer.writerows(examples)
@@ -90,17 +90,15 @@ def write_examples(examples: list[dict[str, Any]], csv_path: Path, markdown_path
         text = row["text"].replace("|", "\\|")
         lines.append(f"| {row['p_positive']:.3f} | {names[row['label']]} | {row['kind']} "
                      f"| {text} |")
-    markdown_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomic(markdown_path, "\n".join(lines) + "\n")
 
 
 def write_columns(columns: dict[str, np.ndarray], path: Path) -> Path:
     """A CSV with one column per array (the ROC / PR plot files DVC renders)."""
     import csv
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as scratch, scratch.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(list(columns))
         writer.writerows(zip(*[np.round(values, 6).tolist() for values in columns.values()]))
-    return path
+    return Path(path)

@@ -28,15 +28,6 @@ def read_reviews(path: Path) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, dtype=np.int64)
 
 
-def decode_review(name: str, data: bytes) -> str:
-    """The text of a review file's bytes, which must be UTF-8 (one line naming `name` if not)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{name}: not UTF-8 text (byte {error.start}); save the review as "
-                        f"UTF-8") from None
-
-
 def clean_review(text: str) -> str:
     """The review without its HTML line breaks (`<br />`), whitespace collapsed."""
     return " ".join(_LINE_BREAK.sub(" ", text).split())

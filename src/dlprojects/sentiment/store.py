@@ -14,7 +14,6 @@ without pickle (`allow_pickle=False`) and memory-maps.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.distributed as dist
 
 from dlprojects.core.distributed import World
 from dlprojects.core.errors import UserError
+from dlprojects.core.files import atomic_folder, write_atomic
 from dlprojects.sentiment.bert import (bert_identity, embed, encode, load_bert, read_bert_config,
                                        trim_to_layers)
 from dlprojects.sentiment.reviews import balanced_subset, read_reviews
@@ -79,7 +79,7 @@ def load_split(folder: Path, split: str) -> Embeddings:
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    (Path(folder) / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_atomic(Path(folder) / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -141,8 +141,15 @@ def build_store(imdb: Path, bert_folder: Path, out: Path, params, device: torch.
                               params.bert_layers, "embed_imdb.bert_layers")
     tokenizer, bert = load_bert(bert_folder, device=device)
     layers = trim_to_layers(bert, params.bert_layers)
-    if world.main and Path(out).exists():
-        shutil.rmtree(out)
+    if world.main:
+        with atomic_folder(out) as scratch:  # the store swapped in whole, once every split is in
+            return _fill_store(imdb, scratch, params, tokenizer, bert, layers, config, device,
+                               world)
+    return _fill_store(imdb, out, params, tokenizer, bert, layers, config, device, world)
+
+
+def _fill_store(imdb: Path, out: Path, params, tokenizer, bert, layers, config: dict[str, Any],
+                device: torch.device, world: World) -> dict[str, Any]:
     meta = {"bert": bert_identity(config), "max_length": params.max_length,
             "truncation": params.truncation, "head_tokens": params.head_tokens,
             "bert_layers": list(params.bert_layers), "amp": params.amp, "splits": {}}

@@ -16,6 +16,7 @@ from dlprojects.core.errors import run_main
 from dlprojects.core.evaluation import classifier_metrics, write_json, write_predictions
 from dlprojects.core.history import best_epoch, read_history
 from dlprojects.core.image_evaluation import log_and_publish
+from dlprojects.core.integrity import check_model
 from dlprojects.core.runtime import autocast_on, select_device, set_threads
 from dlprojects.core.training import TensorBatches, predict
 from dlprojects.core.weights import load_weights
@@ -29,6 +30,7 @@ SAMPLES = 8  # test images under the attention maps: one per class, the first tw
 def main() -> None:
     args = _parse_args()
     params = load_section("train_vit")
+    check_model("vit", args.model_dir)  # before any work
     set_threads(params.loop.threads)
     device = select_device(params.loop.device)
     splits = load_splits(params.dataset, args.data, validation_size=params.data.validation_size,

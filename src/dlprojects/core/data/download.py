@@ -7,7 +7,6 @@ rename. Good data already there is kept when no mirror works.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ import pooch
 from dlprojects.core.data.mirrors import MirrorError
 from dlprojects.core.data.sources import Source
 from dlprojects.core.errors import UserError
+from dlprojects.core.files import replace_folder
 
 
 class DownloadError(UserError):
@@ -62,21 +62,9 @@ def download(source: Source, target: Path, *, extra_mirrors: list[str] = (), log
                 log(f"{label} failed: {error}")
                 tried.append(mirror.describe())
                 continue
-            _replace(staging, target)
+            replace_folder(staging, target)
         log(f"{label} ok: {len(source.files)} files verified by {source.pinned_by}")
         return mirror.describe()
     raise DownloadError(
         f"no mirror of '{source.name}' delivered verified files (tried: {', '.join(tried)}); "
         f"add a URL serving the canonical files to download.{source.name}.mirrors in params.yaml")
-
-
-def _replace(staging: Path, target: Path) -> None:
-    """Swap the verified folder in by rename, so a crash leaves the old or the new, never half."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    if old.exists():
-        shutil.rmtree(old)

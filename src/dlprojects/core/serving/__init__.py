@@ -1,9 +1,9 @@
 """Registered models that take what a user has: images as the data sets store them (uint8 pixels,
 28x28 grey) or review texts in; one probability per class, in columns named by class, and the
 predicted label out (`images`, `reviews`). Each evaluate stage logs its model as an MLflow pyfunc
-with a signature and an input example, so `mlflow models serve -m models:/<name>@champion
---env-manager local` serves it and `mlflow.pyfunc.load_model` loads it with nothing from the
-project's data folders.
+with a signature and an input example, so `make serve MODEL=models:/<name>@champion`
+(`dlprojects.serve`, or `mlflow models serve --env-manager local`) serves it and
+`mlflow.pyfunc.load_model` loads it with nothing from the project's data folders.
 
 A request the model cannot answer (wrong shape or type, an empty or oversized batch, an empty
 review) is an `MlflowException` with INVALID_PARAMETER_VALUE: the server answers 400 and goes on.

@@ -641,6 +641,10 @@ def test_queued_experiments_run_two_at_a_time_each_with_its_own_mlflow_run(side)
         "no two experiments ran at the same time"
     shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], side).stdout))
     assert all(found.data.tags["dvc.exp_name"] in shown for found in runs)
+    first, second = (f"{found.data.tags['dvc.exp_name']}:reports/fashion/predictions_improved.csv"
+                     for found in runs)  # read at each experiment, through DVC's cache
+    compared = run([sys.executable, "-m", "dlprojects.compare", first, second], side).stdout
+    assert f"A {first}: " in compared and f"B {second}: " in compared and "McNemar p" in compared
     for task in tasks:
         logs = subprocess.run(["dvc", "queue", "logs", task], cwd=side, env=tool_env(),
                               capture_output=True, text=True).stdout

@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MPLBAC
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PYTHONUNBUFFERED=1
 
-.PHONY: setup browser repro seeds full-size gpu-check team-up team-down test test-fast ui serve clean
+.PHONY: setup browser repro seeds exps full-size gpu-check team-up team-down test test-fast ui serve clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ repro: setup
 seeds: setup
 	python -m dlprojects.seeds run
 	python -m dlprojects.seeds table
+
+# `dvc exp show` at a glance: each model's headline test figure and the params that differ
+# (ARGS="--csv" or other dvc exp show options)
+exps: setup
+	python -m dlprojects.experiments show $(ARGS)
 
 # The full-size configuration, for a GPU (experiments/full-size.yaml), as the DVC experiment
 # "full-size" (`dvc exp show`; the stages log the changed params to MLflow, tagged

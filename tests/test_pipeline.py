@@ -645,6 +645,15 @@ def test_queued_experiments_run_two_at_a_time_each_with_its_own_mlflow_run(side)
                      for found in runs)  # read at each experiment, through DVC's cache
     compared = run([sys.executable, "-m", "dlprojects.compare", first, second], side).stdout
     assert f"A {first}: " in compared and f"B {second}: " in compared and "McNemar p" in compared
+    header = run([sys.executable, "-m", "dlprojects.experiments", "show", "--csv"],
+                 side).stdout.splitlines()[0].split(",")  # make exps: the table at a glance
+    from dlprojects.core.projects import models
+
+    for model in models():  # each declared model's headline, and the params that differ
+        assert any(column.endswith(".".join(model.headline)) for column in header), header
+    assert {"train_fashion.lr", "train_fashion.loop.epochs"} <= set(header), header
+    assert not [column for column in header if "per_class" in column or column.startswith(
+        ("src/", "data/")) or column in ("train_vit.lr", "best_epoch")], header
     for task in tasks:
         logs = subprocess.run(["dvc", "queue", "logs", task], cwd=side, env=tool_env(),
                               capture_output=True, text=True).stdout

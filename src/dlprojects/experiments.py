@@ -3,15 +3,22 @@ and holds only what differs from it.
 
     python -m dlprojects.experiments run experiments/full-size.yaml   # dvc exp run -n full-size ...
     python -m dlprojects.experiments run experiments/full-size.yaml --dry-run   # print it only
+    python -m dlprojects.experiments show [dvc exp show options]   # make exps: the headlines
 
 Every value is checked first (each key must exist in params.yaml, and each section it changes
 must still be valid), then `dvc exp run -n <name> -S <key>=<value> ...` runs the pipeline with it.
+
+`show` is `dvc exp show` at a glance: each declared model's headline test figure, the params that
+differ between the experiments shown, and nothing else (no per-class accuracies, no dependency
+hashes).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -67,6 +74,38 @@ def dvc_command(name: str, values: dict[str, Any]) -> list[str]:
     return command
 
 
+def show_command(extra: list[str]) -> list[str]:
+    """`dvc exp show` keeping each declared model's headline metric (DVC names a metric by its
+    key, or file:key where two files share it), dropping every other metric of the declared
+    metrics files and the dependency columns, showing only the params that differ."""
+    from dlprojects.core.projects import models
+
+    def column(file: str, key: str) -> str:
+        return f"({re.escape(file)}:)?{re.escape(key)}"
+
+    headlines = {(model.metrics, ".".join(model.headline)) for model in models()}
+    others = set()
+    for file in {model.metrics for model in models()}:
+        try:
+            metrics = json.loads(Path(file).read_text())
+        except (OSError, ValueError):
+            continue  # not evaluated yet: its columns are not in the table either
+        others |= {(file, key) for key in flat_keys(metrics)} - headlines
+    keep = "^(Experiment|Created|State|" + "|".join(column(*h) for h in sorted(headlines)) + ")$"
+    drop = "|".join([*(f"^{column(*other)}$" for other in sorted(others)),
+                     "^(data|src|models|reports)/"])
+    return ["dvc", "exp", "show", "--only-changed", "--keep", keep, "--drop", drop, *extra]
+
+
+def flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of a metrics file's leaves, as DVC names them."""
+    keys = []
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        keys += flat_keys(value, f"{key}.") if isinstance(value, dict) else [key]
+    return keys
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,7 +113,13 @@ def main() -> None:
     run = sub.add_parser("run", help="run an experiments/<name>.yaml as DVC experiment <name>")
     run.add_argument("file", type=Path)
     run.add_argument("--dry-run", action="store_true", help="print the dvc command only")
-    args = parser.parse_args()
+    sub.add_parser("show", help="dvc exp show: each model's headline figure and the params that "
+                                "differ; other options go to dvc exp show")
+    args, extra = parser.parse_known_args()
+    if args.command == "show":
+        raise SystemExit(subprocess.run(show_command(extra)).returncode)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     values = overrides(args.file)
     apply(read_params(PARAMS_FILE), values)
     command = dvc_command(args.file.stem, values)

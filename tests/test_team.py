@@ -87,6 +87,7 @@ def test_the_secrets_are_generated_and_kept_from_others(team):
     assert ".team/" in (root / ".gitignore").read_text()
     assert "secret_access_key" not in (root / ".dvc/config").read_text()
     assert values["AWS_SECRET_ACCESS_KEY"] in (root / ".dvc/config.local").read_text()
+    assert (root / ".dvc/config.local").stat().st_mode & 0o777 == 0o600
 
 
 def test_no_login_or_a_wrong_password_gets_401(team):
@@ -143,6 +144,59 @@ def test_artifacts_go_through_the_server_to_the_s3_store(team, tmp_path):
     assert text == "hello"
     stored = s3_objects(team, "mlflow")
     assert [key for key in stored if key.endswith(f"/{run_id}/artifacts/a.txt")], stored
+
+
+def test_no_secret_is_on_a_command_line_and_mlflow_connects_with_least_privilege(team):
+    """Any local user reads every process's command line: no secret of credentials.env is on
+    one. The MLflow server connects as a role that is no superuser, makes no database or role and
+    owns its two databases and all in them (a table the superuser made before is handed over by
+    the next `team up`)."""
+    import psycopg2
+
+    root, env, _ = team
+    secrets = [value for line in (root / ".team/credentials.env").read_text().splitlines()
+               for value in [line.split("=", 1)[1]]]
+    server = int((root / ".team/mlflow.pid").read_text())
+    lines = {}
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            lines[int(path.parent.name)] = path.read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+    assert "mlflow" in lines[server] and "postgresql" in lines[server], lines[server]
+    assert not [(pid, line[:120]) for pid, line in lines.items()
+                if any(secret in line for secret in secrets)]
+
+    credentials = dict(line.split("=", 1) for line in
+                       (root / ".team/credentials.env").read_text().splitlines())
+    port = int(env["DLPROJECTS_TEAM_POSTGRES_PORT"])
+
+    def connect(user: str, password: str, database: str):
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user=user,
+                                      password=password, dbname=database)
+        connection.autocommit = True
+        return contextlib.closing(connection)
+
+    with connect("mlflow", credentials["POSTGRES_PASSWORD"], "mlflow") as admin:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+                           "WHERE rolname = 'mlflow_server'")
+            assert cursor.fetchall() == [(False, False, False)]
+            cursor.execute("SELECT datname FROM pg_database "
+                           "WHERE pg_get_userbyid(datdba) = 'mlflow_server' ORDER BY datname")
+            assert cursor.fetchall() == [("mlflow",), ("mlflow_auth",)]
+            cursor.execute("CREATE TABLE made_by_the_superuser (id serial PRIMARY KEY)")
+    servers(team, "up")
+    with connect("mlflow", credentials["POSTGRES_PASSWORD"], "mlflow") as admin:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT tablename, tableowner FROM pg_tables "
+                           "WHERE schemaname = 'public' AND tableowner <> 'mlflow_server'")
+            assert cursor.fetchall() == []
+            cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            assert cursor.fetchone()[0] > 10  # MLflow's own tables among them
+            cursor.execute("DROP TABLE made_by_the_superuser")
+    with connect("mlflow_server", credentials["POSTGRES_SERVER_PASSWORD"], "mlflow") as server:
+        with server.cursor() as cursor, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cursor.execute("CREATE DATABASE not_its_own")
 
 
 def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path):

@@ -7,8 +7,9 @@ with basic-auth logins, each bound to 127.0.0.1.
     python -m dlprojects.team env      # the variables that point a shell at them
 
 Secrets are generated on the first `up` and kept in `.team/credentials.env` (mode 0600): the
-MLflow admin's password, the S3 keys, PostgreSQL's password and Flask's secret key. Nothing has a
-default password. Ports: the defaults below, or DLPROJECTS_TEAM_<NAME>_PORT.
+MLflow admin's password, the S3 keys, the passwords of PostgreSQL's superuser and of the role the
+MLflow server connects as, and Flask's secret key. Nothing has a default password, and no secret
+is on a command line. Ports: the defaults below, or DLPROJECTS_TEAM_<NAME>_PORT.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dlprojects.core.errors import UserError
 
 PORTS = {"postgres": 15432, "s3": 18333, "mlflow": 15000, "seaweed": 19333}
 SECRETS = ("MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-           "POSTGRES_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+           "POSTGRES_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "POSTGRES_SERVER_PASSWORD")
 ADMIN = "admin"
 BUCKETS = ("mlflow", "dvc")
 
@@ -75,7 +76,23 @@ class Team:
             with os.fdopen(descriptor, "w") as f:
                 f.write("".join(f"{name}={value}\n" for name, value in values.items()))
         lines = path.read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
+        values = dict(line.split("=", 1) for line in lines if "=" in line)
+        missing = [name for name in SECRETS if name not in values]
+        if create and missing:  # a team folder of an earlier version: its new secrets added
+            added = {name: secrets.token_hex(24) for name in missing}
+            with path.open("a") as f:
+                f.write("".join(f"{name}={value}\n" for name, value in added.items()))
+            values |= added
+        return values
+
+    def write_secret(self, name: str, text: str) -> Path:
+        """`text` in .team/`name`, readable by its owner alone from the moment it exists."""
+        path = self.folder / name
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(text)
+        return path
 
     def client_env(self) -> dict[str, str]:
         """What points the stages, the registry, serving, lineage and DVC at the servers."""

@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 from dlprojects.core.errors import UserError
@@ -40,7 +41,8 @@ def start_postgres(team: Team) -> None:
     `mlflow` (runs, registry) and `mlflow_auth` (users, permissions)."""
     data, log = team.folder / "postgres", team.folder / "logs/postgres.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    password = team.credentials(create=True)["POSTGRES_PASSWORD"]
+    values = team.credentials(create=True)
+    password = values["POSTGRES_PASSWORD"]
     if not (data / "PG_VERSION").exists():
         if data.exists() and any(data.iterdir()):
             raise UserError(f"{data} holds files but no PostgreSQL cluster; move it away and run "
@@ -69,21 +71,71 @@ def start_postgres(team: Team) -> None:
                                           log), capture_output=True)
         if result.returncode != 0:
             raise UserError(f"PostgreSQL did not start ({last_line(log)}); its log: {log}")
-    _create_databases(team, password)
+    _prepare_databases(team, values)
 
 
-def _create_databases(team: Team, password: str) -> None:
+SUPERUSER = "mlflow"  # the cluster's own superuser, for team-up alone
+SERVER_ROLE = "mlflow_server"  # what the MLflow server connects as: its two databases' owner
+DATABASES = ("mlflow", "mlflow_auth")  # runs and registry; users and permissions
+
+
+def _connect(team: Team, password: str, database: str):
     import psycopg2
 
-    connection = psycopg2.connect(host="127.0.0.1", port=team.port("postgres"), user="mlflow",
-                                  password=password, dbname="postgres")
+    connection = psycopg2.connect(host="127.0.0.1", port=team.port("postgres"), user=SUPERUSER,
+                                  password=password, dbname=database)
     connection.autocommit = True
-    with connection.cursor() as cursor:
-        for name in ("mlflow", "mlflow_auth"):
+    return connection
+
+
+def _prepare_databases(team: Team, values: dict[str, str]) -> None:
+    """The MLflow server's role (no superuser, no new databases or roles) and the databases it
+    owns, with everything an earlier version made in them as the superuser handed over."""
+    from psycopg2 import sql
+
+    role = sql.Identifier(SERVER_ROLE)
+    with closing(_connect(team, values["POSTGRES_PASSWORD"], "postgres")) as connection, \
+            connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVER_ROLE,))
+        verb = sql.SQL("ALTER" if cursor.fetchone() else "CREATE")
+        cursor.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                               "NOREPLICATION NOBYPASSRLS PASSWORD %s").format(verb, role),
+                       (values["POSTGRES_SERVER_PASSWORD"],))
+        for name in DATABASES:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
+            statement = ("ALTER DATABASE {} OWNER TO {}" if cursor.fetchone() else
+                         "CREATE DATABASE {} OWNER {}")
+            cursor.execute(sql.SQL(statement).format(sql.Identifier(name), role))
+    for name in DATABASES:
+        _hand_over(team, values["POSTGRES_PASSWORD"], name)
+
+
+OWNED = """SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = %s
+             AND c.relkind IN ('r', 'p', 'v', 'm', 'S') ORDER BY c.relkind DESC"""
+KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+
+
+def _hand_over(team: Team, password: str, database: str) -> None:
+    """The superuser's tables, views, sequences and enum types in `database` given to the
+    server's role (tables first: their columns' sequences follow them)."""
+    from psycopg2 import sql
+
+    role = sql.Identifier(SERVER_ROLE)
+    with closing(_connect(team, password, database)) as connection, \
+            connection.cursor() as cursor:
+        for _ in range(2):  # sequences not owned by a table column on the second pass
+            cursor.execute(OWNED, (SUPERUSER,))
+            for kind, name in cursor.fetchall():
+                cursor.execute(sql.SQL(f"ALTER {KINDS[kind]} {{}} OWNER TO {{}}").format(
+                    sql.Identifier(name), role))
+        cursor.execute("""SELECT t.typname FROM pg_type t JOIN pg_namespace n
+                          ON n.oid = t.typnamespace WHERE n.nspname = 'public'
+                          AND t.typtype = 'e' AND pg_get_userbyid(t.typowner) = %s""",
+                       (SUPERUSER,))
+        for (name,) in cursor.fetchall():
+            cursor.execute(sql.SQL("ALTER TYPE {} OWNER TO {}").format(sql.Identifier(name),
+                                                                     role))
 
 
 def stop_postgres(team: Team) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dlprojects.core.errors import UserError
 from dlprojects.team import ADMIN, BUCKETS, Team, last_line
-from dlprojects.team.postgres import start_postgres, stop_postgres
+from dlprojects.team.postgres import SERVER_ROLE, start_postgres, stop_postgres
 
 
 def _wait(what: str, ready, seconds: float, log: Path, process: subprocess.Popen | None = None):
@@ -121,8 +121,11 @@ def start_mlflow(team: Team) -> None:
         return
     team.check_free("mlflow")
     values, port = team.credentials(create=True), team.port("mlflow")
-    database = (f"postgresql+psycopg2://mlflow:{values['POSTGRES_PASSWORD']}@127.0.0.1:"
-                f"{team.port('postgres')}")
+    # the role's password in a libpq password file (PGPASSFILE, mode 0600), not in the URI: a
+    # command line is readable by every local user
+    passfile = team.write_secret("pgpass", f"127.0.0.1:{team.port('postgres')}:*:{SERVER_ROLE}:"
+                                           f"{values['POSTGRES_SERVER_PASSWORD']}\n")
+    database = f"postgresql+psycopg2://{SERVER_ROLE}@127.0.0.1:{team.port('postgres')}"
     config = team.folder / "basic_auth.ini"
     # auth_cache_ttl_seconds: each server process remembers a verified login (an HMAC of it)
     # for a minute instead of paying a deliberately slow scrypt check on every request; a
@@ -133,7 +136,7 @@ def start_mlflow(team: Team) -> None:
                       "authorization_function = "
                       "mlflow.server.auth:authenticate_request_basic_auth\n")
     config.chmod(0o600)
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config),
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "PGPASSFILE": str(passfile),
            "MLFLOW_AUTH_ADMIN_PASSWORD": values["MLFLOW_TRACKING_PASSWORD"],
            "MLFLOW_FLASK_SERVER_SECRET_KEY": values["MLFLOW_FLASK_SERVER_SECRET_KEY"],
            "MLFLOW_S3_ENDPOINT_URL": team.s3_endpoint,
@@ -188,17 +191,24 @@ def up(team: Team, names=SERVERS) -> None:
 
 
 def _dvc_credentials(team: Team) -> None:
-    """The S3 keys of DVC remote `team` in .dvc/config.local (never committed); its endpoint, in
-    the committed .dvc/config, is this machine's store unless DLPROJECTS_TEAM_S3_PORT moves it."""
-    values = team.credentials()
-    for key, value in (("access_key_id", values["AWS_ACCESS_KEY_ID"]),
-                       ("secret_access_key", values["AWS_SECRET_ACCESS_KEY"]),
-                       ("endpointurl", team.s3_endpoint)):
-        modify = [_program("dvc"), "remote", "modify", "--local", "team", key, "--", value]
-        result = subprocess.run(modify, cwd=team.root, capture_output=True, text=True)
-        if result.returncode != 0:
-            reason = (result.stderr.strip().splitlines() or ["no output"])[-1][:160]
-            raise UserError(f"could not give DVC remote `team` its {key} ({reason})")
+    """The S3 keys of DVC remote `team` in .dvc/config.local (never committed, mode 0600),
+    written through DVC's own config API (a `dvc remote modify` command line would show the
+    secret to every local user); its endpoint, in the committed .dvc/config, is this machine's
+    store unless DLPROJECTS_TEAM_S3_PORT moves it."""
+    from dvc.config import Config, ConfigError
+
+    values, local = team.credentials(), team.root / ".dvc/config.local"
+    os.close(os.open(local, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only before a key is in
+    local.chmod(0o600)
+    try:
+        with Config(dvc_dir=str(team.root / ".dvc")).edit("local") as config:
+            config.setdefault("remote", {}).setdefault("team", {}).update({
+                "access_key_id": values["AWS_ACCESS_KEY_ID"],
+                "secret_access_key": values["AWS_SECRET_ACCESS_KEY"],
+                "endpointurl": team.s3_endpoint})
+    except ConfigError as error:
+        raise UserError(f"could not give DVC remote `team` its keys ({str(error)[:160]})") from None
+    local.chmod(0o600)
 
 
 def down(team: Team, names=SERVERS) -> None:

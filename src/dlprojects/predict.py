@@ -116,7 +116,7 @@ def declared_input(model: str) -> tuple[str, tuple[int, ...] | None]:
 def load(model: str, bert: Path) -> tuple[Callable[[object], pd.DataFrame], tuple[int, ...] | None]:
     """(predict, image shape or None for reviews) of a registry URI or a model folder."""
     if ":/" in model:
-        logged = load_logged(model)
+        logged = load_logged(model)  # the store connected by `declared_input`, checked once
         inputs = logged.metadata.get_input_schema()
         if inputs is not None and inputs.is_tensor_spec():
             return logged.predict, tuple(inputs.inputs[0].shape[1:])
@@ -149,11 +149,11 @@ def connect_store(uri: str) -> None:
 
 
 def load_logged(uri: str):
-    """The pyfunc model a registry or run URI names (`mlflow.pyfunc.load_model`), or one line."""
+    """The pyfunc model a registry or run URI names (`mlflow.pyfunc.load_model`), or one line;
+    after `connect_store`."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    connect_store(uri)
     try:
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as error:

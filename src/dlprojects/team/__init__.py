@@ -72,9 +72,8 @@ class Team:
             # hex: nothing a shell, a URL or a command line reads specially (a leading '-')
             values = {name: secrets.token_hex(24) for name in SECRETS}
             values["AWS_ACCESS_KEY_ID"] = secrets.token_hex(10).upper()
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as f:
-                f.write("".join(f"{name}={value}\n" for name, value in values.items()))
+            self.write_secret(path.name, "".join(f"{name}={value}\n"
+                                                 for name, value in values.items()))
         lines = path.read_text().splitlines()
         values = dict(line.split("=", 1) for line in lines if "=" in line)
         missing = [name for name in SECRETS if name not in values]

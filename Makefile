@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MPLBAC
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PYTHONUNBUFFERED=1
 
-.PHONY: setup browser repro seeds exps full-size gpu-check team-up team-down test test-fast ui serve clean
+.PHONY: setup browser repro seeds exps sweep full-size gpu-check team-up team-down test test-fast ui serve clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,14 @@ repro: setup
 seeds: setup
 	python -m dlprojects.seeds run
 	python -m dlprojects.seeds table
+
+# A sweep (experiments/sweeps/<name>.yaml): its trials as DVC experiments, WORKERS at a time,
+# nested under one MLflow run; then its ranking and its comparison page (reports/sweeps/<name>.html)
+SWEEP ?= experiments/sweeps/vit-lr-wd.yaml
+WORKERS ?= 1
+sweep: setup
+	python -m dlprojects.sweep run $(SWEEP) --workers $(WORKERS)
+	python -m dlprojects.sweep page $(SWEEP)
 
 # `dvc exp show` at a glance: each model's headline test figure and the params that differ
 # (ARGS="--csv" or other dvc exp show options)

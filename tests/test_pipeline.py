@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -20,8 +21,8 @@ import yaml
 
 from dlprojects.core.projects import smoke_params
 
-from conftest import (EXAMPLE_TAG, OFFLINE, ROOT, copy_working_tree, free_port, merge, run,
-                      tool_env)
+from conftest import (EXAMPLE_TAG, OFFLINE, ROOT, checkout_env, copy_working_tree, free_port,
+                      merge, run, tool_env)
 from dlprojects import numerics
 from test_distributed import FASHION, assert_same_training, node
 from test_numerics import _digests, _train_fashion, probe
@@ -297,6 +298,11 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
             assert found.data.tags["dvc.stage"].startswith("train_")
             assert found.data.tags[next(t for t in found.data.tags if t.startswith("data."))].endswith(".dir")
             assert "test_accuracy" in found.data.metrics
+    lasting = [found for found in every_run if found.info.end_time - found.info.start_time > 4000]
+    assert lasting, "no training run lasted 4 s: none to hold system metrics"
+    for found in lasting:  # sampled every second here (tool_env), every 10 s by default
+        for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+            assert key in found.data.metrics, (found.data.tags["dvc.stage"], found.data.metrics)
     sentiment = json.loads((project / "reports/sentiment/metrics.json").read_text())
     assert sentiment["test_reviews"] == 80 and 0 <= sentiment["test_roc_auc"] <= 1
     examples = (project / "reports/sentiment/examples.md").read_text().splitlines()
@@ -823,3 +829,166 @@ def test_the_report_page_renders_its_images_without_a_network(project):
     pixels = matplotlib.image.imread(shot)[..., :3].reshape(-1, 3)
     colours = np.unique((pixels * 255).astype(np.uint8), axis=0)
     assert len(colours) > 200  # figures drawn, not a blank or text-only page
+
+
+# --------------------------------------------------------------------- sweeps (dlprojects.sweep)
+
+MLP = "train_backprop.mlp"
+GRID = f"""model: backprop-mlp
+method: grid
+seeds: 2
+params:
+  {MLP}.training.lr: [0.05, 0.2]
+  {MLP}.dropout: [0.0, 0.3]
+"""
+OPTUNA = f"""model: backprop-mlp
+method: optuna
+trials: 6
+seeds: 2
+sampler_seed: 0
+params:
+  {MLP}.training.lr: {{low: 0.01, high: 0.3, log: true}}
+  {MLP}.training.epochs: [1, 2]
+"""
+
+
+@pytest.fixture(scope="module")
+def sweeping(project) -> Path:
+    """A copy of the smoke project with its results and two sweep files committed."""
+    pytest.importorskip("optuna")
+    copy = project.parent / "sweeping"
+    shutil.copytree(project, copy, symlinks=True)
+    (copy / "experiments/sweeps").mkdir(parents=True, exist_ok=True)
+    (copy / "experiments/sweeps/grid.yaml").write_text(GRID)
+    (copy / "experiments/sweeps/tpe.yaml").write_text(OPTUNA)
+    run(["git", "add", "-A"], copy)
+    run(["git", "commit", "-qm", "results and sweeps"], copy)
+    return copy
+
+
+def start(folder: Path, *arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dlprojects.sweep", *arguments], cwd=folder,
+                            env=checkout_env(folder), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_after(process: subprocess.Popen, finished: int, timeout: float = 600) -> list[str]:
+    """SIGKILL the sweep process once `finished` trials have finished; its output until then."""
+    lines, deadline = [], time.monotonic() + timeout
+    while sum(line.endswith(": finished") for line in lines) < finished:
+        line = process.stdout.readline()
+        assert line and time.monotonic() < deadline, "".join(lines)
+        lines.append(line.rstrip("\n"))
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return lines
+
+
+def experiments(folder: Path, name: str) -> collections.Counter:
+    names = run(["dvc", "exp", "list", "--name-only"], folder).stdout.split()
+    return collections.Counter(entry for entry in names if entry.startswith(f"{name}-"))
+
+
+def sweep_runs(folder: Path, name: str) -> tuple[str, list]:
+    """(the sweep's parent run id, its nested runs)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("backprop").experiment_id
+    (parent,) = client.search_runs([experiment], f"tags.`sweep.name` = '{name}' and "
+                                                 f"tags.`sweep.role` = 'parent'")
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = "
+                                                f"'{parent.info.run_id}'")
+    assert parent.info.status == "FINISHED"
+    return parent.info.run_id, children
+
+
+def assert_nested_once(folder: Path, name: str, trials: collections.Counter) -> None:
+    """Each trial's runs (one a train stage it ran: a seed other than 0 retrains the project's
+    other model too) under the sweep's parent run, once each, finished."""
+    _, children = sweep_runs(folder, name)
+    ran = collections.Counter((child.data.tags["dvc.exp_name"], child.data.tags["dvc.stage"])
+                              for child in children)
+    assert {trial for trial, _ in ran} == set(trials) and set(ran.values()) == {1}, ran
+    assert {child.info.status for child in children} == {"FINISHED"}
+
+
+def test_a_grid_sweep_killed_with_its_trials_goes_on_and_runs_each_trial_once(sweeping):
+    """2 x 2 params, 2 seeds: SIGKILL of the sweep and of the trials it is running, after 3 of
+    8 have finished; run again, it reruns only the unfinished ones."""
+    first = start(sweeping, "run", "experiments/sweeps/grid.yaml", "--workers", "2")
+    before = kill_after(first, 3)
+    running = json.loads((sweeping / ".dvc/tmp/sweeps/grid/running.json").read_text())
+    for pid in running.values():  # the machine went down: the running trials die too
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    done_before = {line.split(":")[0] for line in before if line.endswith(": finished")}
+
+    again = run([sys.executable, "-m", "dlprojects.sweep", "run", "experiments/sweeps/grid.yaml",
+                 "--workers", "2"], sweeping, timeout=1200).stdout
+    started_again = set(re.findall(r"^(grid-\d+-s\d): train", again, flags=re.M))
+    assert not started_again & done_before, again  # finished trials are not run again
+    assert len(started_again) == 8 - len(done_before), again
+
+    found = experiments(sweeping, "grid")
+    assert sorted(found) == [f"grid-{c:02d}-s{s}" for c in range(4) for s in range(2)], found
+    assert set(found.values()) == {1}
+    assert_nested_once(sweeping, "grid", found)
+    assert "| rank | configuration |" in again and "95% interval" in again
+
+    shown = run([sys.executable, "-m", "dlprojects.sweep", "show", "experiments/sweeps/grid.yaml"],
+                sweeping).stdout
+    rows = [line for line in shown.splitlines() if re.match(r"\| \d+ \| grid-", line)]
+    assert len(rows) == 4, shown
+    best = rows[0].split("|")[2].strip()
+    assert re.search(rf"best \({best}\) against the runner-up", shown), shown
+
+    # the best configuration applied reproduces its metric byte for byte
+    metrics = "reports/backprop/mlp/metrics.json"
+    recorded = run([sys.executable, "-c", f"import dvc.api, sys; sys.stdout.write(dvc.api.read("
+                    f"'{metrics}', rev='{best}-s0'))"], sweeping).stdout
+    try:
+        run(["dvc", "exp", "apply", f"{best}-s0"], sweeping)
+        run(["dvc", "repro", "--force", "-s", "train_backprop@mlp"], sweeping, timeout=600)
+        run(["dvc", "repro", "--force", "-s", "evaluate_backprop@mlp"], sweeping, timeout=600)
+        assert (sweeping / metrics).read_text() == recorded
+    finally:
+        run(["git", "checkout", "--", "."], sweeping)
+        run(["dvc", "checkout", "-f"], sweeping)
+
+
+def test_an_optuna_sweep_killed_alone_takes_over_its_running_trials(sweeping):
+    """The sweep process SIGKILLed after 2 trials: the trials it was running go on, and the
+    restarted sweep waits for them rather than running them twice; Optuna's study ends with
+    6 configurations told."""
+    first = start(sweeping, "run", "experiments/sweeps/tpe.yaml", "--workers", "2")
+    kill_after(first, 2)
+    again = run([sys.executable, "-m", "dlprojects.sweep", "run", "experiments/sweeps/tpe.yaml",
+                 "--workers", "2"], sweeping, timeout=1200).stdout
+    found = experiments(sweeping, "tpe")
+    assert len(found) == 12 and set(found.values()) == {1}, found
+    assert_nested_once(sweeping, "tpe", found)
+    import optuna
+
+    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///"
+                              f"{sweeping / '.dvc/tmp/sweeps/tpe/optuna.db'}")
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 6, again
+
+
+def test_the_comparison_page_draws_every_trial_in_a_browser(sweeping):
+    """Both sweeps on one page: the tables, parallel coordinates, importances, and 20 learning
+    curves, drawn by plotly in Chromium without a network."""
+    page = sweeping / "reports/sweeps/grid.html"
+    run([sys.executable, "-m", "dlprojects.sweep", "page", "experiments/sweeps/grid.yaml",
+         "experiments/sweeps/tpe.yaml"], sweeping)
+    text = page.read_text()
+    assert "<script src=" not in text and 'id="ranking"' in text  # plotly.js inside the page
+    dom = chromium("--dump-dom", page.as_uri()).stdout
+    assert dom.count('class="trace scatter') >= 20, "not every learning curve was drawn"
+    assert "parcoords" in dom and dom.count("<h2>") == 5
+    ARTIFACTS.mkdir(exist_ok=True)
+    chromium(f"--screenshot={ARTIFACTS / 'sweep-page.png'}", "--window-size=1400,4000",
+             page.as_uri())
+    assert (ARTIFACTS / "sweep-page.png").stat().st_size > 50_000

@@ -1,5 +1,6 @@
 """The model registry in a real SQLite store: one version per model however often an evaluate stage
-registers it, tagged with what made it, and the `champion` alias on the most accurate version."""
+registers it, tagged with what made it, and the `champion` alias moved only on a significant
+gain."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from dlprojects.core import lineage, registry
+from dlprojects.core import lineage, registry, significance
 from dlprojects.backprop import network
 from dlprojects.core.serving.images import log_image_classifier
 
@@ -50,13 +51,23 @@ def project(tmp_path, monkeypatch):
         mlflow.set_tracking_uri(None)
 
 
-def publish(folder, accuracy: float) -> str:
+def publish(folder, accuracy: float, results=None, alpha: float = 0.05) -> str:
     example = np.zeros((2, 28, 28), dtype=np.uint8)
     with mlflow.start_run():
         return registry.publish("backprop-mlp", folder,
                                 lambda: log_image_classifier(folder, example),
                                 metrics={"test_accuracy": accuracy, "test_loss": 0.25},
-                                inputs=["data/raw/mnist"])
+                                inputs=["data/raw/mnist"], results=results, alpha=alpha)
+
+
+LABELS = np.arange(2000) % 10  # a test set of 2,000 examples
+
+
+def right_on(count: int, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted) of a classifier right on `count` of LABELS: the examples from `shift`
+    on, wrapping around."""
+    right = np.roll(np.arange(len(LABELS)) < count, shift)
+    return LABELS, np.where(right, LABELS, (LABELS + 1) % 10)
 
 
 def versions_of(name: str) -> list:
@@ -78,22 +89,66 @@ def test_registering_the_same_model_folder_again_adds_no_version(project, monkey
     assert version.tags == {lineage.MODEL_TAG: lineage.model_digest(folder), "git.commit": commit,
                             "test_accuracy": "0.9", "test_loss": "0.25",
                             "data.data/raw/mnist": DATA_HASH, "dvc.exp_name": "lr-sweep",
-                            "model.interface": "raw inputs, named classes"}
+                            "model.interface": "raw inputs, named classes",
+                            "promotion": "champion: the first version"}
     assert mlflow.MlflowClient().get_model_version_by_alias(
         "backprop-mlp", "champion").version == int(version.version)
 
 
-def test_the_champion_moves_only_to_a_version_at_least_as_accurate(project):
+def test_the_champion_moves_only_on_a_significant_gain_and_each_version_says_why(project):
+    """Paired on the same 2,000 test examples: 4 more right (+0.2 points, McNemar p = 0.125)
+    stays challenger; 100 more right (+5 points) becomes champion; one as accurate as the
+    champion but right on other examples stays challenger."""
     folder = project / "models/mlp"
     rng = np.random.default_rng(1)
-    for accuracy, expected in ((0.90, "champion"), (0.85, "challenger"), (0.90, "champion"),
-                               (0.89, "challenger")):
-        write_model("mlp", folder, rng)  # retrained: other weights, a new version
-        assert publish(folder, accuracy) == f"models:/backprop-mlp@{expected}"
+    steps = ((1800, 0, "champion", "the first version"),
+             (1804, 0, "challenger", "not a significant gain"),  # p = 0.125
+             (1900, 0, "champion", "McNemar p = 1.58e-30 <= 0.05"),
+             (1900, 50, "challenger", "+0.00 points over version 3"))
     client = mlflow.MlflowClient()
+    for number, (count, shift, alias, why) in enumerate(steps, start=1):
+        write_model("mlp", folder, rng)  # retrained: other weights, a new version
+        results = right_on(count, shift)
+        assert publish(folder, count / len(LABELS), results) == f"models:/backprop-mlp@{alias}"
+        version = client.get_model_version("backprop-mlp", str(number))
+        assert version.tags[registry.REASON].startswith(f"{alias}: ") and why in \
+            version.tags[registry.REASON], version.tags[registry.REASON]
+        assert np.array_equal(significance.unpack(version.tags[registry.CORRECT]),
+                              results[0] == results[1])
     assert int(client.get_model_version_by_alias("backprop-mlp", "champion").version) == 3
     assert int(client.get_model_version_by_alias("backprop-mlp", "challenger").version) == 4
-    assert [int(version.version) for version in versions_of("backprop-mlp")] == [1, 2, 3, 4]
+    # `python -m dlprojects.compare` reads the same results from the versions' tags
+    from dlprojects.compare import read_predictions, report
+
+    found = report([read_predictions("models:/backprop-mlp/2")],
+                   [read_predictions("models:/backprop-mlp@champion")], 0.05)
+    assert found[0] == "A models:/backprop-mlp/2 (version 2): 90.20% of 2000"
+    assert found[1] == "B models:/backprop-mlp@champion (version 3): 95.00%"
+    assert found[2].endswith("B better"), found
+
+
+def test_at_promote_alpha_1_any_gain_moves_the_champion(project):
+    folder = project / "models/mlp"
+    rng = np.random.default_rng(2)
+    for count, alias in ((1800, "champion"), (1801, "champion"), (1800, "challenger")):
+        write_model("mlp", folder, rng)
+        assert publish(folder, count / 2000, right_on(count), alpha=1.0) == \
+            f"models:/backprop-mlp@{alias}"
+
+
+def test_without_results_on_the_same_examples_the_champion_moves_on_accuracy_alone(project):
+    """Versions that record no per-example results (registered by an older release, or a test
+    set too large for a tag), or results on other test examples: compared by test accuracy."""
+    folder = project / "models/mlp"
+    rng = np.random.default_rng(1)
+    for accuracy, results, expected in (
+            (0.90, None, "champion"), (0.85, None, "challenger"), (0.90, right_on(1800),
+                                                                   "champion"),
+            (0.95, (LABELS[:100], LABELS[:100]), "champion")):  # another test set
+        write_model("mlp", folder, rng)  # retrained: other weights, a new version
+        assert publish(folder, accuracy, results) == f"models:/backprop-mlp@{expected}"
+    reason = mlflow.MlflowClient().get_model_version("backprop-mlp", "4").tags[registry.REASON]
+    assert "compared by accuracy alone" in reason, reason
 
 
 def test_a_version_registered_without_metrics_gets_them_when_its_stage_runs_again(project):

@@ -456,3 +456,46 @@ def test_two_queued_experiments_log_to_the_server_at_once(team, clones):
             assert len(client.get_metric_history(found.info.run_id, "val_loss")) == epochs
         spans = sorted((found.info.start_time, found.info.end_time) for found in runs)
         assert spans[1][0] < spans[0][1], "the two experiments did not run at the same time"
+
+
+def test_b_pulls_lists_compares_and_applies_the_experiments_a_pushed(team, clones, colleague):
+    """Shared experiments: A pushes its two queued experiments through the team's git (a bare
+    repository here) and DVC remote; B, logged in as herself, pulls them, lists them, compares
+    them from their stored predictions, finds their MLflow runs on the server, and applies one,
+    whose outputs are then A's bytes."""
+    _, _, values = team
+    a, b = clones["a"], clones["b"]
+    names = run(["dvc", "exp", "list", "--name-only"], a).stdout.split()
+    assert len(names) == 2, names
+    shared = a.parent / "team.git"
+    run(["git", "init", "-q", "--bare", str(shared)], a.parent)
+    for clone in (a, b):
+        run(["git", "remote", "add", "team-git", str(shared)], clone)
+    run(["git", "push", "-q", "team-git", "HEAD"], a)
+    as_user(["dvc", "exp", "push", "-r", "team", "team-git", *names], a, values, timeout=300)
+
+    listed = as_user(["dvc", "exp", "list", "--name-only", "team-git"], b, colleague).stdout
+    assert sorted(listed.split()) == sorted(names)
+    as_user(["dvc", "exp", "pull", "-r", "team", "team-git", *names], b, colleague, timeout=300)
+    shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], b).stdout))
+    assert all(name in shown for name in names)
+    first, second = (f"{name}:reports/fashion/predictions_improved.csv" for name in names)
+    compared = run([sys.executable, "-m", "dlprojects.compare", first, second], b).stdout
+    assert "McNemar p" in compared, compared
+    for name in names:  # each experiment's training run, on the team's server
+        found = as_user([sys.executable, "-m", "dlprojects.lineage", "exp", name], b,
+                        colleague).stdout
+        assert "train_fashion@improved" in found, found
+
+    import dvc.api
+
+    run(["dvc", "exp", "apply", names[0]], b)
+    try:
+        for path in ("params.yaml", "models/fashion/improved/model.safetensors",
+                     "reports/fashion/improved/history.csv"):
+            assert (b / path).read_bytes() == dvc.api.read(path, repo=str(a), rev=names[0],
+                                                           mode="rb"), path
+        assert (b / "params.yaml").read_bytes() != (a / "params.yaml").read_bytes()
+    finally:
+        run(["git", "checkout", "--", "."], b)
+        run(["dvc", "checkout", "-f"], b)

@@ -5,27 +5,30 @@ examples, from the predictions the evaluate stages write.
     python -m dlprojects.compare seed-1:reports/<project>/predictions.csv \
                                  seed-2:reports/<project>/predictions.csv
     python -m dlprojects.compare A1,A2,A3 B1,B2,B3      # several seeds a side
+    python -m dlprojects.compare models:/<name>@champion models:/<name>/7   # registered versions
 
 A side is a predictions CSV (`index`, `label`, `predicted`, ...): a path in the workspace, or
 `REV:path` at a git revision or DVC experiment (`dvc exp show` names them; read through DVC's
-cache, as `dvc.api.read` does). One run a side: the paired difference in accuracy with its 95%
-confidence interval and McNemar's exact test on the examples the two get differently. Several a
-side (seeds): each side's mean, the difference of means with Welch's 95% interval, and the paired
-test of each pair. The verdict is "B better", "A better" or "no significant difference" at the
-level `--alpha` (default 0.05).
+cache, as `dvc.api.read` does); or a registered version, `models:/<name>/<version>` or
+`models:/<name>@champion`, whose evaluate stage recorded which test examples it got right. One run
+a side: the paired difference in accuracy with its 95% confidence interval and McNemar's exact test
+on the examples the two get differently. Several a side (seeds): each side's mean, the difference
+of means with Welch's 95% interval, and the paired test of each pair. The verdict is "B better", "A
+better" or "no significant difference" at the level `--alpha` (default 0.05).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dlprojects.core import significance
 from dlprojects.core.errors import UserError, run_main
+from dlprojects.core.significance import AcrossSeeds, NotComparable, Paired, verdict
 
 COLUMNS = ("index", "label", "predicted")
 
@@ -35,6 +38,7 @@ class Predictions:
     name: str
     index: np.ndarray  # test example numbers
     correct: np.ndarray  # bool, per example
+    examples: str = ""  # which test examples, in which order (`significance.examples_digest`)
 
     @property
     def accuracy(self) -> float:
@@ -42,7 +46,10 @@ class Predictions:
 
 
 def read_predictions(source: str) -> Predictions:
-    """The predictions of `source`: a CSV path, or REV:path at a git revision or DVC experiment."""
+    """The predictions of `source`: a CSV path, REV:path at a git revision or DVC experiment, or
+    a registered version (models:/<name>/<version> or models:/<name>@<alias>)."""
+    if source.startswith("models:/"):
+        return registered(source)
     rev, _, path = source.rpartition(":") if ":" in source and not Path(source).exists() else (
         "", "", source)
     if rev:
@@ -74,81 +81,55 @@ def read_predictions(source: str) -> Predictions:
                         f"{', '.join(COLUMNS)}): {' '.join(str(error).split())[:120]}") from None
     if len(frame) == 0:
         raise UserError(f"{source}: holds no predictions")
-    return Predictions(source, index, label == predicted)
+    return Predictions(source, index, label == predicted, significance.examples_digest(label))
 
 
-@dataclass(frozen=True)
-class Paired:
-    """B against A on the same test examples."""
+def registered(uri: str) -> Predictions:
+    """A registered version's test results, from the tags its evaluate stage recorded."""
+    from mlflow.exceptions import MlflowException
 
-    n: int
-    accuracy_a: float
-    accuracy_b: float
-    only_a: int  # examples A gets right and B wrong
-    only_b: int
-    low: float  # 95% (1 - alpha) interval of accuracy_b - accuracy_a
-    high: float
-    p_value: float  # McNemar's exact test
+    from dlprojects.core import registry
+    from dlprojects.predict import connect_store
 
-    @property
-    def difference(self) -> float:
-        return self.accuracy_b - self.accuracy_a
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    if not name or not (version or alias) or (version and alias):
+        raise UserError(f"{uri}: name a version, models:/<name>/<version> or "
+                        f"models:/<name>@<alias>")
+    connect_store(uri)
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        found = (client.get_model_version_by_alias(name, alias) if alias
+                 else client.get_model_version(name, version))
+    except MlflowException as error:
+        raise UserError(f"{uri}: {str(error).splitlines()[0][:200]}") from None
+    try:
+        correct = significance.unpack(found.tags[registry.CORRECT])
+        examples = found.tags[registry.EXAMPLES]
+    except (KeyError, ValueError):
+        raise UserError(f"{uri} (version {found.version}) records no per-example test results "
+                        f"(registered by an older release); compare its predictions CSV") from None
+    return Predictions(f"{uri} (version {found.version})", np.arange(len(correct)), correct,
+                       examples)
 
 
 def paired(a: Predictions, b: Predictions, alpha: float = 0.05) -> Paired:
-    """The difference in accuracy on the same examples: Wald's interval for paired proportions
-    (Agresti, Categorical Data Analysis, 10.1) and McNemar's exact (binomial) test."""
-    from scipy.stats import binomtest, norm
-
-    if len(a.index) != len(b.index) or not np.array_equal(a.index, b.index):
+    """B against A on the same test examples (`significance.paired`)."""
+    if (len(a.index) != len(b.index) or not np.array_equal(a.index, b.index)
+            or (a.examples and b.examples and a.examples != b.examples)):
         raise UserError(f"{a.name} and {b.name} are predictions on different test examples "
                         f"({len(a.index)} and {len(b.index)}); compare runs of one evaluate "
                         f"stage on one test set")
-    n = len(a.index)
-    only_a, only_b = int((a.correct & ~b.correct).sum()), int((b.correct & ~a.correct).sum())
-    difference = (only_b - only_a) / n
-    spread = math.sqrt(max((only_a + only_b) / n - difference ** 2, 0.0) / n)
-    z = float(norm.ppf(1 - alpha / 2))
-    discordant = only_a + only_b
-    p_value = binomtest(only_b, discordant, 0.5).pvalue if discordant else 1.0
-    return Paired(n, a.accuracy, b.accuracy, only_a, only_b, difference - z * spread,
-                  difference + z * spread, float(p_value))
-
-
-@dataclass(frozen=True)
-class AcrossSeeds:
-    mean_a: float
-    mean_b: float
-    low: float
-    high: float
-    p_value: float  # Welch's t-test
+    return significance.paired(a.correct, b.correct, alpha)
 
 
 def across_seeds(a: list[float], b: list[float], alpha: float = 0.05) -> AcrossSeeds:
-    """The difference of mean accuracy over seeds, with Welch's interval and test."""
-    from scipy.stats import t, ttest_ind
-
-    if min(len(a), len(b)) < 2:
-        raise UserError("across seeds needs at least two runs a side; give one run a side for "
-                        "the paired test")
-    mean_a, mean_b = float(np.mean(a)), float(np.mean(b))
-    var_a, var_b = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    spread = math.sqrt(var_a + var_b)
-    if spread == 0:
-        same = mean_a == mean_b
-        return AcrossSeeds(mean_a, mean_b, mean_b - mean_a, mean_b - mean_a, 1.0 if same else 0.0)
-    freedom = (var_a + var_b) ** 2 / (var_a ** 2 / (len(a) - 1) + var_b ** 2 / (len(b) - 1))
-    margin = float(t.ppf(1 - alpha / 2, freedom)) * spread
-    p_value = float(ttest_ind(b, a, equal_var=False).pvalue)
-    return AcrossSeeds(mean_a, mean_b, mean_b - mean_a - margin, mean_b - mean_a + margin, p_value)
-
-
-def verdict(low: float, high: float, p_value: float, alpha: float) -> str:
-    if p_value < alpha and low > 0:
-        return "B better"
-    if p_value < alpha and high < 0:
-        return "A better"
-    return "no significant difference"
+    try:
+        return significance.across_seeds(a, b, alpha)
+    except NotComparable as error:
+        raise UserError(str(error)) from None
 
 
 def points(value: float) -> str:

@@ -43,7 +43,8 @@ def main() -> None:
 
         uri = publish_image_classifier(project("digits").model(args.model_dir).name,
                                        args.model_dir, splits, args.data,
-                                       {k: metrics[k] for k in ("test_accuracy", "test_loss")})
+                                       {k: metrics[k] for k in ("test_accuracy", "test_loss")},
+                                       predicted=probabilities.argmax(axis=1))
     print(f"evaluate_digits: test accuracy {metrics['test_accuracy']:.4f}, {uri}")
 
 

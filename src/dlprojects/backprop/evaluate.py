@@ -51,7 +51,7 @@ def main() -> None:
     write_predictions(labels, probabilities, args.reports / "predictions.csv")
     uri = log_and_publish("backprop", args.model_dir, metrics, history,
                           figures + [args.reports / "metrics.json"], splits, args.data,
-                          leave_out=("best_epoch",))
+                          predicted=predictions, leave_out=("best_epoch",))
     print(f"backprop {args.kind}: test accuracy {accuracy:.4f}, {uri}")
 
 

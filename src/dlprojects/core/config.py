@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from dlprojects.core.parsing import (PARAMS_FILE, ConfigError, Count, Device, Processes, Samples,
-                                     check, parse, read_params, shown)
+from dlprojects.core.parsing import (PARAMS_FILE, ConfigError, Count, Device, Processes, Range,
+                                     Samples, check, parse, read_params, shown)
 
 __all__ = ["ConfigError", "SECTIONS", "load_section", "parse"]
 
@@ -79,7 +79,15 @@ class ImageDataParams:
     test_samples: Samples
 
 
-SECTIONS: dict[str, type] = {"download": DownloadParams, "distributed": DistributedParams}
+@dataclass(frozen=True)
+class RegistryParams:
+    """Which registered version the evaluate stages make `champion` (`core.registry.promote`)."""
+
+    promote_alpha: Annotated[float, Range(low=0, high=1, low_open=True)]  # 1: on any gain
+
+
+SECTIONS: dict[str, type] = {"download": DownloadParams, "distributed": DistributedParams,
+                             "registry": RegistryParams}
 
 
 def section_type(name: str) -> type:

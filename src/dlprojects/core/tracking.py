@@ -156,12 +156,19 @@ def _open_run(client, project: str, params: Any, *, inputs: list[str], device: s
     interrupted = _interrupted_run(client, checkpoint)
     if interrupted:
         print(f"resuming MLflow run {interrupted}", file=sys.stderr)
-        return mlflow.start_run(run_id=interrupted)
-    run = mlflow.start_run(run_name=tags.get("dvc.exp_name") or tags.get("dvc.stage"), tags=tags)
+        return mlflow.start_run(run_id=interrupted, log_system_metrics=system_metrics())
+    run = mlflow.start_run(run_name=tags.get("dvc.exp_name") or tags.get("dvc.stage"), tags=tags,
+                           log_system_metrics=system_metrics())
     mlflow.log_params(as_flat_dict(params))
     if checkpoint is not None:
         checkpoint.record_run(run.info.run_id)
     return run
+
+
+def system_metrics() -> bool:
+    """Whether a training run samples CPU, memory, disk, network and GPU use as MLflow system
+    metrics (`system/...`, every 10 s): on, unless MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false."""
+    return os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true").lower() != "false"
 
 
 def _interrupted_run(client, checkpoint: Checkpoint | None) -> str | None:

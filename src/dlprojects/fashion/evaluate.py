@@ -84,7 +84,8 @@ def _evaluate(args: argparse.Namespace, variant: str, config: FashionVariantPara
                                       title=f"{variant}: test confusion matrix")]
     if samples:
         figures.append(_sample_figure(splits, probabilities, labels, args.reports / "samples.png"))
-    log_and_publish("fashion", args.models / variant, metrics, history, figures, splits, args.data)
+    log_and_publish("fashion", args.models / variant, metrics, history, figures, splits, args.data,
+                    predicted=probabilities.argmax(axis=1))
     return metrics, history
 
 

@@ -57,7 +57,7 @@ def main() -> None:
         tracking.log_artifacts(outputs, artifact_path="evaluation")
         datasets.log_splits(args.embeddings.as_posix(), "imdb", _split_rows(args.embeddings, saved))
         if params.log_model:
-            _publish(args, metrics, example=reviews[:2])
+            _publish(args, metrics, example=reviews[:2], results=(labels, positive >= 0.5))
     print(f"evaluate_sentiment: {len(labels)} test reviews, accuracy {test['accuracy']:.4f}, "
           f"F1 {test['f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}")
 
@@ -97,14 +97,16 @@ def _outputs(args: argparse.Namespace, params: EvaluateSentimentParams, store: E
                       args.reports / "metrics.json"], reviews
 
 
-def _publish(args: argparse.Namespace, metrics: dict, example: list[str]) -> None:
-    """Log the RNN with its BERT as a review-text model, register it once and promote it."""
+def _publish(args: argparse.Namespace, metrics: dict, example: list[str],
+             results: tuple[np.ndarray, np.ndarray]) -> None:
+    """Log the RNN with its BERT as a review-text model, register it once and promote it on a
+    significant gain in its `results` (test labels, predicted classes)."""
     from dlprojects.core.serving.reviews import log_review_classifier
     uri = registry.publish(
         project("sentiment").model(args.model_dir).name, args.model_dir,
         lambda: log_review_classifier(args.model_dir, args.bert, example),
         metrics={k: v for k, v in metrics.items() if k.startswith("test_")},
-        inputs=[args.embeddings.as_posix(), args.bert.as_posix()])
+        inputs=[args.embeddings.as_posix(), args.bert.as_posix()], results=results)
     print(f"evaluate_sentiment: {uri}", flush=True)
 
 

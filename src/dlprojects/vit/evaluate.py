@@ -52,7 +52,7 @@ def main() -> None:
     write_predictions(labels, probabilities, args.reports / "predictions.csv")
     uri = log_and_publish("vit", args.model_dir, metrics, history,
                           [*figures, args.reports / "metrics.json"], splits, args.data,
-                          leave_out=("epochs",))
+                          predicted=probabilities.argmax(axis=1), leave_out=("epochs",))
     print(f"evaluate_vit: test accuracy {metrics['test_accuracy']:.4f} on {params.dataset}, {uri}")
 
 

@@ -1,0 +1,135 @@
+"""`python -m dlprojects.sweep run|show|page` (see `dlprojects.sweep`)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import zlib
+from pathlib import Path
+from typing import Any
+
+import dlprojects.sweep
+from dlprojects.core.errors import UserError, run_main
+from dlprojects.sweep.ranking import Configuration, rank, table
+from dlprojects.sweep.space import Sweep, configurations, load
+from dlprojects.sweep.trials import ParentRun, Runner, finished, trials_of
+
+def run(sweep: Sweep, workers: int, storage: str | None) -> list[Configuration]:
+    parent = ParentRun(sweep)
+    runner = Runner(sweep, workers, parent)
+    if sweep.method == "optuna":
+        done = _run_optuna(sweep, runner, parent, storage)
+    else:
+        trials = [trial for number, values in enumerate(configurations(sweep))
+                  for trial in trials_of(sweep, number, values)]
+        print(f"sweep {sweep.name}: {len(trials) // sweep.seeds} configurations x {sweep.seeds} "
+              f"seeds = {len(trials)} trials, {workers} at a time", flush=True)
+        done = runner.run(trials)
+        parent.adopt(sorted(done))
+        missing = [trial.name for trial in trials if trial.name not in done]
+        if missing:
+            raise UserError(f"{len(missing)} trials failed ({', '.join(missing[:4])}); see "
+                            f"{runner.folder}/<trial>.log, then run the sweep again to retry them")
+    ranking = rank(sweep, done)
+    parent.finish(ranking)
+    return ranking
+
+
+def _run_optuna(sweep: Sweep, runner: Runner, parent: ParentRun,
+                storage: str | None) -> dict[str, dict[str, Any]]:
+    """Ask Optuna for configurations, `runner.workers` at a time, run their seeds, tell it each
+    configuration's mean; a restarted sweep first finishes the configurations it had asked for."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shared = storage is not None
+    storage = storage or f"sqlite:///{(runner.folder / 'optuna.db').resolve()}"
+    study = optuna.create_study(study_name=sweep.name, storage=storage, direction="maximize",
+                                load_if_exists=True)
+    worker = f"{socket.gethostname()}:{Path.cwd()}"
+    # the same draws on every fresh start; a restarted (or another machine's) sweep draws on
+    # from where the study stands, not the first draws again
+    seed = sweep.sampler_seed + len(study.trials) + (zlib.crc32(worker.encode()) if shared else 0)
+    study.sampler = optuna.samplers.TPESampler(seed=seed % 2 ** 32)
+    distributions = {key: CategoricalDistribution(values) if isinstance(values, list)
+                     else values.distribution() for key, values in sweep.space.items()}
+    done: dict[str, dict[str, Any]] = {}
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        mine = [trial for trial in trials if trial.state == TrialState.RUNNING
+                and trial.user_attrs.get("worker") == worker]
+        taken = sum(trial.state != TrialState.WAITING for trial in trials)  # failed ones too
+        while len(mine) < runner.workers and taken < sweep.trials:
+            asked = study.ask(distributions)
+            asked.set_user_attr("worker", worker)
+            mine.append(asked)
+            taken += 1
+        if not mine:
+            return done or finished(sweep)
+        batch = [trial for asked in mine for trial in trials_of(sweep, asked.number,
+                                                                dict(asked.params))]
+        done = runner.run(batch)
+        parent.adopt(sorted(name for name in done))
+        for asked in mine:
+            values = [done.get(sweep.trial_name(asked.number, seed), {}).get("value")
+                      for seed in range(sweep.seeds)]
+            if None in values:
+                study.tell(asked.number, state=TrialState.FAIL)
+                print(f"configuration {asked.number} failed; see {runner.folder}", flush=True)
+            else:
+                study.tell(asked.number, statistics.mean(values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=dlprojects.sweep.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run the sweep's trials (again: the rest)")
+    run_parser.add_argument("file", type=Path)
+    run_parser.add_argument("--workers", type=int, default=1,
+                            help="trials at a time on this machine (default: %(default)s; each "
+                                 "stage already uses its params' threads)")
+    run_parser.add_argument("--storage", help="Optuna's study storage URL (default: a SQLite "
+                                              "file in .dvc/tmp/sweeps/<name>/)")
+    run_parser.add_argument("--dry-run", action="store_true",
+                            help="check the sweep file and print its trials, run nothing")
+    show_parser = commands.add_parser("show", help="the ranked configurations")
+    show_parser.add_argument("file", type=Path)
+    page_parser = commands.add_parser("page", help="write the comparison page of one or more "
+                                                   "sweeps")
+    page_parser.add_argument("files", type=Path, nargs="+")
+    page_parser.add_argument("--output", type=Path, help="default: reports/sweeps/<name>.html "
+                                                         "(of the first file)")
+    args = parser.parse_args()
+    if args.command == "page":
+        from dlprojects.sweep.page import write_page
+
+        sweeps = [load(file) for file in args.files]
+        output = args.output or Path("reports/sweeps") / f"{sweeps[0].name}.html"
+        write_page([(sweep, rank(sweep, finished(sweep))) for sweep in sweeps], output)
+        print(f"{output}: open it in a browser (it needs no network)")
+        return
+    sweep = load(args.file)
+    if args.command == "run":
+        if args.workers < 1:
+            raise UserError(f"--workers {args.workers}: give at least 1")
+        if args.dry_run:
+            for number, values in enumerate(configurations(sweep)
+                                            if sweep.method != "optuna" else []):
+                for trial in trials_of(sweep, number, values):
+                    print(" ".join(trial.command()))
+            return
+        ranking = run(sweep, args.workers, args.storage)
+    else:
+        ranking = rank(sweep, finished(sweep))
+    if not ranking:
+        raise UserError(f"sweep {sweep.name}: no configuration has finished every seed yet; "
+                        f"`python -m dlprojects.sweep run {args.file}`")
+    print("\n".join(table(sweep, ranking)))
+
+
+if __name__ == "__main__":
+    run_main(main)

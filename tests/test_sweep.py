@@ -1,0 +1,40 @@
+"""Sweeps (`python -m dlprojects.sweep`): a bad space refused in one line before anything runs.
+The sweeps themselves run on the smoke project in test_pipeline.py (its end)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, tool_env
+
+BAD = [  # a sweep file, and what its one-line refusal says
+    ("model: nosuch\nparams: {train_vit.lr: [0.001]}\n", "is not a declared model"),
+    ("model: vit\nparams: {train_vit.lr: []}\n", "the list is empty"),
+    ("model: vit\nmethod: random\ntrials: 2\nparams: {train_vit.lr: {low: 0.01, high: 0.001}}\n",
+     "the range is empty"),
+    ("model: vit\nparams: {train_vit.lrate: [0.001]}\n", "train_vit.lrate: not a param"),
+    ("model: vit\nparams: {train_fashion.lr: [0.001]}\n", "not a param of this model's project"),
+    ("model: vit\nparams: {train_vit.lr: [0.001, -1]}\n", "train_vit.lr: -1"),
+    ("model: vit\nparams: {train_vit.loop.seed: [1, 2]}\n", "is a seed param"),
+    ("model: vit\nparams: {train_vit.lr: {low: 0.001, high: 0.01}}\n", "grid takes lists"),
+    ("model: vit\nmethod: bayes\nparams: {train_vit.lr: [0.001]}\n", "use one of grid"),
+    ("model: vit\nseeds: 0\nparams: {train_vit.lr: [0.001]}\n", "seeds is 0"),
+    ("model: vit\nmethod: optuna\nparams: {train_vit.lr: [0.001]}\n", "trials is missing"),
+    ("model: vit\nmethods: grid\nparams: {train_vit.lr: [0.001]}\n", "unknown key 'methods'"),
+    ("model: vit\nparams: {train_vit.lr: [0.001\n", "is not valid YAML (line 3)"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD)
+def test_a_bad_sweep_is_one_line_and_runs_nothing(tmp_path, text, message):
+    file = tmp_path / "bad.yaml"
+    file.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "dlprojects.sweep", "run", str(file)],
+                            cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr, result.stderr
+    assert not (ROOT / ".dvc/tmp/sweeps/bad").exists()

@@ -67,7 +67,8 @@ def _value(value: Any) -> str:
 
 def table(sweep: Sweep, ranking: list[Configuration]) -> list[str]:
     """The ranking as lines: mean and 95% interval over seeds, each seed's figure; then whether
-    the best beats the runner-up and the current params.yaml's configuration."""
+    the best beats the runner-up and params.yaml's configuration (the one with its values of the
+    keys the sweep varies)."""
     from dlprojects.core.significance import across_seeds, verdict
 
     keys = list(sweep.space)
@@ -83,8 +84,10 @@ def table(sweep: Sweep, ranking: list[Configuration]) -> list[str]:
             f"{100 * found.mean:.2f}", shown_interval,
             " ".join(f"{100 * value:.2f}" for value in found.values)]) + " |")
     current = read_params(PARAMS_FILE)
+    varied = [key for key in keys if not isinstance(sweep.space[key], list)
+              or len(sweep.space[key]) > 1]  # a key of one value holds for every configuration
     default = next((found for found in ranking if all(
-        found.params[key] == _dotted(current, key) for key in keys)), None)
+        found.params[key] == _dotted(current, key) for key in varied)), None)
     for other, what in ((ranking[1] if len(ranking) > 1 else None, "the runner-up"),
                         (default, "params.yaml's configuration")):
         if other is None or other is ranking[0] or sweep.seeds < 2:

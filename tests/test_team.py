@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -197,6 +198,75 @@ def test_no_secret_is_on_a_command_line_and_mlflow_connects_with_least_privilege
     with connect("mlflow_server", credentials["POSTGRES_SERVER_PASSWORD"], "mlflow") as server:
         with server.cursor() as cursor, pytest.raises(psycopg2.errors.InsufficientPrivilege):
             cursor.execute("CREATE DATABASE not_its_own")
+
+
+def answers(port: int, tls: bool = False) -> bytes:
+    """What a client with no credential at all gets from 127.0.0.1:`port`: the first bytes of
+    the answer to an HTTP/1.1 request, and, on a second connection, to HTTP/2's preface (a gRPC
+    server's first SETTINGS frame); over TLS without a client certificate when `tls`. b"" when
+    the server refuses."""
+    import ssl
+
+    got = b""
+    for request in (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=3) as plain:
+                if tls:
+                    context = ssl.create_default_context()
+                    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                    context.set_alpn_protocols(["h2", "http/1.1"])
+                    connection = context.wrap_socket(plain)
+                else:
+                    connection = plain
+                connection.sendall(request)
+                got += connection.recv(64)
+        except (OSError, ssl.SSLError):
+            pass
+    return got
+
+
+def test_no_port_of_the_s3_store_but_s3_answers_without_a_certificate(team):
+    """Every TCP port SeaweedFS listens on, tried as another local user would: plain HTTP and
+    HTTP/2 (gRPC) answer nothing but "this is an HTTPS server", TLS without a client certificate
+    of the team's authority is refused; the S3 port refuses an unsigned request. Its Unix sockets,
+    its folders and its logs are its owner's alone, and no log holds a secret."""
+    import psutil
+
+    root, env, values = team
+    weed = psutil.Process(int((root / ".team/s3.pid").read_text()))
+    ports = sorted({c.laddr.port for c in weed.net_connections("tcp") if c.status == "LISTEN"})
+    s3 = int(env["DLPROJECTS_TEAM_S3_PORT"])
+    assert s3 in ports and len(ports) >= 9, ports  # master, volume, filer, admin: HTTP and gRPC
+    for port in ports:
+        if port == s3:
+            continue
+        plain = answers(port)
+        assert plain == b"" or plain.startswith(b"HTTP/1.0 400 Bad Request") and b"\x00" not in \
+            plain[:40] and len(plain) <= 128, (port, plain)  # Go's "client sent HTTP to HTTPS"
+        assert answers(port, tls=True) == b"", port
+    request = urllib.request.Request(f"http://127.0.0.1:{s3}/dvc")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    for path in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):
+        if any(path.name.endswith(f"-{port}.sock") for port in ports):
+            assert path.stat().st_mode & 0o077 == 0, path
+    team_folder = root / ".team"
+    assert team_folder.stat().st_mode & 0o077 == 0o011  # passable (PostgreSQL), not listable
+    secrets = [value for name, value in values.items() if "PASSWORD" in name or "SECRET" in name]
+    for path in team_folder.rglob("*"):
+        if path.is_relative_to(team_folder / "postgres") or path.is_symlink():
+            continue  # PostgreSQL's own (0700, its user's)
+        mode = path.stat().st_mode
+        if path.is_dir():
+            assert mode & 0o066 == 0, (path, oct(mode))  # others list and change nothing
+        elif all(folder.stat().st_mode & 0o001 for folder in path.parents
+                 if folder.is_relative_to(team_folder)):  # a file others could reach
+            assert mode & 0o077 == 0, (path, oct(mode))
+        if path.is_file() and path.is_relative_to(team_folder / "logs"):
+            text = path.read_text(errors="replace")
+            assert not [secret for secret in secrets if secret in text], path
 
 
 def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path):

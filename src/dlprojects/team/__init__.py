@@ -45,6 +45,24 @@ class Team:
             raise UserError(f"DLPROJECTS_TEAM_{name.upper()}_PORT={value!r} is not a port number")
         return int(value)
 
+    def log(self, name: str) -> Path:
+        """.team/logs/<name>.log, readable by its owner alone (the folder lets PostgreSQL's
+        user reach its own log, and lists nothing to others)."""
+        logs = self.private_folder()
+        (logs := logs / "logs").mkdir(exist_ok=True)
+        logs.chmod(0o711)
+        path = logs / f"{name}.log"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        path.chmod(0o600)
+        return path
+
+    def private_folder(self) -> Path:
+        """.team, made if new: others may pass through it (PostgreSQL runs as its own user) but
+        not list it; what is inside is its owner's alone."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o711)
+        return self.folder
+
     def check_free(self, name: str) -> None:
         """Stop with one line when something already listens on server `name`'s port."""
         with socket.socket() as probe:
@@ -68,7 +86,7 @@ class Team:
         if not path.exists():
             if not create:
                 raise UserError(f"{path} not found; start the team's servers with `make team-up`")
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.private_folder()
             # hex: nothing a shell, a URL or a command line reads specially (a leading '-')
             values = {name: secrets.token_hex(24) for name in SECRETS}
             values["AWS_ACCESS_KEY_ID"] = secrets.token_hex(10).upper()

@@ -39,8 +39,7 @@ def postgres_bin(program: str) -> str:
 def start_postgres(team: Team) -> None:
     """Its own cluster in .team/postgres (not the system's), password logins only; databases
     `mlflow` (runs, registry) and `mlflow_auth` (users, permissions)."""
-    data, log = team.folder / "postgres", team.folder / "logs/postgres.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    data, log = team.folder / "postgres", team.log("postgres")  # owner-only, then PostgreSQL's
     values = team.credentials(create=True)
     password = values["POSTGRES_PASSWORD"]
     if not (data / "PG_VERSION").exists():
@@ -60,7 +59,6 @@ def start_postgres(team: Team) -> None:
             raise UserError(f"initdb failed: {error.stderr.strip()[:200]}") from None
         finally:
             secret.unlink()
-    log.touch()
     if subprocess.run(_as_owner([postgres_bin("pg_ctl"), "-D", str(data), "status"]),
                       capture_output=True).returncode != 0:
         team.check_free("postgres")

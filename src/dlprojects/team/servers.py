@@ -15,6 +15,7 @@ from pathlib import Path
 from dlprojects.core.errors import UserError
 from dlprojects.team import ADMIN, BUCKETS, Team, last_line
 from dlprojects.team.postgres import SERVER_ROLE, start_postgres, stop_postgres
+from dlprojects.team.seaweed import security_folder
 
 
 def _wait(what: str, ready, seconds: float, log: Path, process: subprocess.Popen | None = None):
@@ -28,14 +29,16 @@ def _wait(what: str, ready, seconds: float, log: Path, process: subprocess.Popen
 # ------------------------------------------------------------------------------- the S3 store
 
 
-def _spawn(team: Team, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    log = team.folder / f"logs/{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+def _spawn(team: Team, name: str, command: list[str], env: dict[str, str],
+           cwd: Path | None = None) -> subprocess.Popen:
+    """Server `name` in a session of its own, its output in its log; what it creates (files, the
+    Unix sockets SeaweedFS opens in the system's temporary folder) is its owner's alone."""
+    log = team.log(name)
+    with open(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env={**os.environ, **env},
-                                   start_new_session=True)
-    (team.folder / f"{name}.pid").write_text(f"{process.pid}\n")
+                                   start_new_session=True, cwd=cwd, umask=0o077)
+    team.write_secret(f"{name}.pid", f"{process.pid}\n")  # owner-only, as all in .team
     return process
 
 
@@ -72,19 +75,24 @@ def weed() -> str:
 
 
 def start_s3(team: Team) -> None:
-    """SeaweedFS `weed mini` on 127.0.0.1, data in .team/s3, telemetry off, the buckets made."""
+    """SeaweedFS `weed mini` on 127.0.0.1, data in .team/s3, telemetry off, the buckets made;
+    every port but S3's behind client certificates (`team.seaweed`), its logs in .team/logs."""
     if _running(team, "s3"):
         return
     team.check_free("s3")
     values, base = team.credentials(create=True), team.port("seaweed")
-    (team.folder / "s3").mkdir(parents=True, exist_ok=True)
-    command = [weed(), "mini", f"-dir={team.folder / 's3'}", "-ip=127.0.0.1",
+    data, logs = team.folder / "s3", team.folder / "logs/weed"
+    for folder in (data, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    command = [weed(), f"-logdir={logs}", "mini", f"-dir={data}", "-ip=127.0.0.1",
                "-ip.bind=127.0.0.1", "-master.telemetry=false", f"-master.port={base}",
                f"-volume.port={base + 1}", f"-filer.port={base + 2}", f"-admin.port={base + 3}",
-               f"-s3.port={team.port('s3')}", f"-s3.port.iceberg={base + 4}",
-               f"-s3.port.lance={base + 5}", "-webdav=false", f"-bucket={','.join(BUCKETS)}"]
+               f"-s3.port={team.port('s3')}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+               "-webdav=false", f"-bucket={','.join(BUCKETS)}"]
     keys = {name: values[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    process = _spawn(team, "s3", command, keys)
+    # security.toml is read from the working directory
+    process = _spawn(team, "s3", command, keys, cwd=security_folder(team.folder / "seaweed"))
     client = _s3_client(team, keys)
     _wait("the S3 store (SeaweedFS)", lambda: _s3_ready(client), 90,
           team.folder / "logs/s3.log", process)

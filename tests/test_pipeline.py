@@ -944,6 +944,10 @@ def test_a_grid_sweep_killed_with_its_trials_goes_on_and_runs_each_trial_once(sw
     assert len(rows) == 4, shown
     best = rows[0].split("|")[2].strip()
     assert re.search(rf"best \({best}\) against the runner-up", shown), shown
+    second = rows[1].split("|")[2].strip()
+    paired = run([sys.executable, "-m", "dlprojects.sweep", "compare",
+                  "experiments/sweeps/grid.yaml", second, best], sweeping).stdout
+    assert paired.count("McNemar p") == 2 and "over seeds: " in paired, paired
 
     # the best configuration applied reproduces its metric byte for byte
     metrics = "reports/backprop/mlp/metrics.json"

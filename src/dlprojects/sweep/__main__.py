@@ -83,6 +83,23 @@ def _run_optuna(sweep: Sweep, runner: Runner, parent: ParentRun,
                 study.tell(asked.number, statistics.mean(values))
 
 
+def compare(sweep: Sweep, a: str, b: str) -> list[str]:
+    """`python -m dlprojects.compare` of two configurations' predictions, seed n with seed n."""
+    from dlprojects.compare import read_predictions, report
+    from dlprojects.sweep.page import predictions_file
+
+    done, path, sides = finished(sweep), predictions_file(sweep.model), []
+    for name in (a, b):
+        number = name.removeprefix(f"{sweep.name}-")
+        trials = [sweep.trial_name(int(number), seed) for seed in range(sweep.seeds)
+                  if number.isdigit()]
+        if not trials or any(trial not in done for trial in trials):
+            raise UserError(f"{name}: not a configuration of sweep {sweep.name} with every seed "
+                            f"finished (`python -m dlprojects.sweep show <its file>` lists them)")
+        sides.append([read_predictions(f"{trial}:{path}") for trial in trials])
+    return report(*sides, alpha=0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=dlprojects.sweep.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +115,11 @@ def main() -> None:
                             help="check the sweep file and print its trials, run nothing")
     show_parser = commands.add_parser("show", help="the ranked configurations")
     show_parser.add_argument("file", type=Path)
+    pair = commands.add_parser("compare", help="configuration B against A: seed by seed on the "
+                                               "same test examples, and over seeds")
+    pair.add_argument("file", type=Path)
+    pair.add_argument("a", help="a configuration: its number (04) or name (<sweep>-04)")
+    pair.add_argument("b")
     page_parser = commands.add_parser("page", help="write the comparison page of one or more "
                                                    "sweeps")
     page_parser.add_argument("files", type=Path, nargs="+")
@@ -113,6 +135,9 @@ def main() -> None:
         print(f"{output}: open it in a browser (it needs no network)")
         return
     sweep = load(args.file)
+    if args.command == "compare":
+        print("\n".join(compare(sweep, args.a, args.b)))
+        return
     if args.command == "run":
         if args.workers < 1:
             raise UserError(f"--workers {args.workers}: give at least 1")

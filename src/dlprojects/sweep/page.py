@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dlprojects.core.errors import UserError
 from dlprojects.core.files import write_atomic
 from dlprojects.core.projects import Model, project
 from dlprojects.sweep.ranking import Configuration, table
@@ -146,24 +147,43 @@ def _curves(sweeps: list[tuple[Sweep, list[Configuration]]]):
     return figure
 
 
+def _stages(model: Model) -> list[dict[str, Any]]:
+    """The stages of `model`'s project, each foreach item's body on its own."""
+    bodies = []
+    for stage in project(model.project).stages.values():
+        text = json.dumps(stage.get("do", stage))
+        bodies += [json.loads(text if item is None else text.replace("${item}", str(item)))
+                   for item in stage.get("foreach") or [None]]
+    return bodies
+
+
+def _paths(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(entry, {}) if isinstance(entry, str) else next(
+        (path, options or {}) for path, options in entry.items()) for entry in entries or []]
+
+
 def history_plot(model: Model) -> tuple[str, str, str]:
     """(history CSV, x column, y column) of the train stage that writes `model`'s folder, from
     its project's declared plots."""
-    for stage in project(model.project).stages.values():
-        items = stage.get("foreach") or [None]
-        for item in items:
-            text = json.dumps(stage.get("do", stage))
-            body = json.loads(text if item is None else text.replace("${item}", str(item)))
-            outs = [entry if isinstance(entry, str) else next(iter(entry))
-                    for entry in body.get("outs") or []]
-            if model.folder not in outs:
-                continue
-            for entry in body.get("plots") or []:
-                path, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+    for body in _stages(model):
+        if model.folder in [path for path, _ in _paths(body.get("outs"))]:
+            for path, options in _paths(body.get("plots")):
                 if path.endswith(".csv"):
-                    return path, (options or {}).get("x", "epoch"), (options or {}).get(
-                        "y", "val_accuracy")
+                    return path, options.get("x", "epoch"), options.get("y", "val_accuracy")
     raise ValueError(f"no history plot declared for {model.folder}")
+
+
+def predictions_file(model: Model) -> str:
+    """The test predictions CSV of `model`: an out of the stage that writes its metrics file
+    (where that stage writes several, the one named after the model's folder)."""
+    for body in _stages(model):
+        if model.metrics in [path for path, _ in _paths(body.get("metrics"))]:
+            found = [path for path, _ in _paths(body.get("outs"))
+                     if Path(path).name.startswith("predictions")]
+            named = [path for path in found if Path(model.folder).name in Path(path).name]
+            if len(found) == 1 or len(named) == 1:
+                return found[0] if len(found) == 1 else named[0]
+    raise UserError(f"{model.name}: no predictions file among its evaluate stage's outs")
 
 
 def _history(trial: str, path: str):

@@ -43,8 +43,12 @@ def trials_of(sweep: Sweep, configuration: int, values: dict[str, Any]) -> list[
 def finished(sweep: Sweep) -> dict[str, dict[str, Any]]:
     """This sweep's finished trials on the current commit: name -> {"value": its model's
     headline figure, "params": its params.yaml}."""
-    result = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"], capture_output=True,
-                            text=True)
+    try:
+        result = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"],
+                                capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError("dvc not found on PATH; run `make setup` and use the project's "
+                        ".venv/bin (or `make sweep`)") from None
     if result.returncode != 0:
         raise UserError(f"`dvc exp show` failed: "
                         f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")

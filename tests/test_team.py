@@ -569,3 +569,46 @@ def test_b_pulls_lists_compares_and_applies_the_experiments_a_pushed(team, clone
     finally:
         run(["git", "checkout", "--", "."], b)
         run(["dvc", "checkout", "-f"], b)
+
+
+def group(pgid: int) -> list[int]:
+    """The live processes of process group `pgid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_each_server_killed_outright_comes_back_with_team_up_and_nothing_of_it_is_left(team):
+    """SIGKILL of each server's first process in turn (MLflow's workers live on and keep its
+    port), then `team up`: it ends what is left, the stack answers again with every run it had,
+    and no process of the killed server remains; `team down` says what it did."""
+    root, env, values = team
+    command = [sys.executable, "-m", "dlprojects.team"]
+    with client_of(values) as client:
+        before = {e.name: len(client.search_runs([e.experiment_id]))
+                  for e in client.search_experiments()}
+    for name in ("mlflow", "s3", "postgres"):
+        pid_file = (root / ".team/postgres/postmaster.pid" if name == "postgres"
+                    else root / f".team/{name}.pid")
+        pgid = int(pid_file.read_text().splitlines()[0])  # a group's id: its first process's
+        os.kill(pgid, signal.SIGKILL)
+        up = subprocess.run([*command, "up"], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=300)
+        assert up.returncode == 0 and "Traceback" not in up.stderr, (name, up.stderr)
+        if name == "mlflow":
+            assert "mlflow: ended" in up.stderr and "leftover" in up.stderr, up.stderr
+        assert group(pgid) == [] or name == "postgres", (name, group(pgid))
+    with client_of(values) as client:
+        after = {e.name: len(client.search_runs([e.experiment_id]))
+                 for e in client.search_experiments()}
+    assert after == before
+    down = subprocess.run([*command, "down", "mlflow"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    again = subprocess.run([*command, "down", "mlflow"], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert "mlflow: stopped" in down.stdout and "mlflow: was not running" in again.stdout
+    servers(team, "up")

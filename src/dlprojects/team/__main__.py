@@ -25,8 +25,7 @@ def main() -> None:
               f"PostgreSQL 127.0.0.1:{team.port('postgres')}; `eval $(python -m dlprojects.team "
               f"env)` points this shell at them")
     elif args.command == "down":
-        down(team, chosen)
-        print(f"stopped: {', '.join(chosen)}; their data stays in .team/")
+        print("; ".join(down(team, chosen)) + "; the data stays in .team/")
     else:
         for name, value in team.client_env().items():
             print(f"export {name}={value}")

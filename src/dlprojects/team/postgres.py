@@ -5,7 +5,9 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 import subprocess
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -59,8 +61,7 @@ def start_postgres(team: Team) -> None:
             raise UserError(f"initdb failed: {error.stderr.strip()[:200]}") from None
         finally:
             secret.unlink()
-    if subprocess.run(_as_owner([postgres_bin("pg_ctl"), "-D", str(data), "status"]),
-                      capture_output=True).returncode != 0:
+    if not _serving(team, data):
         team.check_free("postgres")
         options = (f"-c listen_addresses=127.0.0.1 -p {team.port('postgres')} "
                    f"-c unix_socket_directories={data}")
@@ -75,6 +76,24 @@ def start_postgres(team: Team) -> None:
 SUPERUSER = "mlflow"  # the cluster's own superuser, for team-up alone
 SERVER_ROLE = "mlflow_server"  # what the MLflow server connects as: its two databases' owner
 DATABASES = ("mlflow", "mlflow_auth")  # runs and registry; users and permissions
+
+
+def _serving(team: Team, data: Path, seconds: float = 30) -> bool:
+    """Whether the cluster runs and takes connections. A postmaster killed outright can look
+    alive a moment longer (pg_ctl status) while it takes none: wait until it takes connections
+    again or is gone, so that `team up` starts it afresh."""
+    deadline = time.monotonic() + seconds
+    while subprocess.run(_as_owner([postgres_bin("pg_ctl"), "-D", str(data), "status"]),
+                         capture_output=True).returncode == 0:
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            if probe.connect_ex(("127.0.0.1", team.port("postgres"))) == 0:
+                return True
+        if time.monotonic() > deadline:
+            raise UserError(f"PostgreSQL in {data} looks alive but takes no connections; stop it "
+                            f"(`python -m dlprojects.team down postgres`) and start it again")
+        time.sleep(0.5)
+    return False
 
 
 def _connect(team: Team, password: str, database: str):
@@ -136,8 +155,11 @@ def _hand_over(team: Team, password: str, database: str) -> None:
                                                                      role))
 
 
-def stop_postgres(team: Team) -> None:
+def stop_postgres(team: Team) -> str:
+    """Stop the cluster (fast: open sessions end); returns what it did."""
     data = team.folder / "postgres"
-    if (data / "postmaster.pid").exists():
-        subprocess.run(_as_owner([postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                                  "stop"]), capture_output=True)
+    if (data / "postmaster.pid").exists() and subprocess.run(
+            _as_owner([postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            capture_output=True).returncode == 0:
+        return "postgres: stopped"
+    return "postgres: was not running"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -42,23 +43,58 @@ def _spawn(team: Team, name: str, command: list[str], env: dict[str, str],
     return process
 
 
-def _running(team: Team, name: str) -> int | None:
-    """The pid of server `name` when it is alive."""
-    path = team.folder / f"{name}.pid"
-    if not path.exists():
-        return None
-    pid = int(path.read_text())
-    stat = Path(f"/proc/{pid}/stat")
+def _recorded(team: Team, name: str) -> int | None:
+    """The pid `name`.pid records: the server's first process and its process group's id."""
     try:
-        os.kill(pid, 0)
-        # a killed server nobody has reaped yet (its parent gone, no init to reap it) is gone too
-        alive = not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        alive = False
-    if not alive:
-        path.unlink()
+        return int((team.folder / f"{name}.pid").read_text())
+    except (OSError, ValueError):
         return None
-    return pid
+
+
+def _group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _running(team: Team, name: str) -> int | None:
+    """The pid of server `name` when its first process is alive (a killed one nobody has reaped
+    yet is gone too)."""
+    pid = _recorded(team, name)
+    return pid if pid is not None and pid in _group(pid) else None
+
+
+def _end(pgid: int, seconds: float) -> int:
+    """End process group `pgid`, politely first; returns how many processes it had."""
+    members = _group(pgid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + seconds
+        while _group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group(pgid):
+            break
+    return len(members)
+
+
+def _leftovers(team: Team, name: str) -> None:
+    """A server whose first process was killed (SIGKILL, a crash) can leave its workers serving
+    its port: end them before starting it again, and say so."""
+    pgid = _recorded(team, name)
+    if pgid is not None and _running(team, name) is None:
+        ended = _end(pgid, 10)
+        if ended:
+            print(f"{name}: ended {ended} leftover process(es) of a server that was killed",
+                  file=sys.stderr)
+        (team.folder / f"{name}.pid").unlink(missing_ok=True)
 
 
 def _program(name: str) -> str:
@@ -79,6 +115,7 @@ def start_s3(team: Team) -> None:
     every port but S3's behind client certificates (`team.seaweed`), its logs in .team/logs."""
     if _running(team, "s3"):
         return
+    _leftovers(team, "s3")
     team.check_free("s3")
     values, base = team.credentials(create=True), team.port("seaweed")
     data, logs = team.folder / "s3", team.folder / "logs/weed"
@@ -127,6 +164,7 @@ def start_mlflow(team: Team) -> None:
     (users in PostgreSQL too; the admin's password generated), bound to 127.0.0.1."""
     if _running(team, "mlflow"):
         return
+    _leftovers(team, "mlflow")
     team.check_free("mlflow")
     values, port = team.credentials(create=True), team.port("mlflow")
     # the role's password in a libpq password file (PGPASSFILE, mode 0600), not in the URI: a
@@ -171,18 +209,16 @@ def _health(team: Team) -> bool:
 # ---------------------------------------------------------------------------------- stopping
 
 
-def stop(team: Team, name: str, seconds: float = 30) -> None:
-    """Stop server `name` (its whole process group), politely first."""
-    pid = _running(team, name)
-    if pid is None:
-        return
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + seconds
-    while _running(team, name) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _running(team, name):
-        os.killpg(pid, signal.SIGKILL)
+def stop(team: Team, name: str, seconds: float = 30) -> str:
+    """Stop server `name` (its whole process group, leftovers of a killed server too), politely
+    first; returns what it did."""
+    pgid = _recorded(team, name)
+    alive = _running(team, name) is not None
+    ended = _end(pgid, seconds) if pgid is not None else 0
     (team.folder / f"{name}.pid").unlink(missing_ok=True)
+    if alive:
+        return f"{name}: stopped"
+    return f"{name}: ended {ended} leftover process(es)" if ended else f"{name}: was not running"
 
 
 SERVERS = ("postgres", "s3", "mlflow")  # in the order they start: each needs the ones before
@@ -219,10 +255,10 @@ def _dvc_credentials(team: Team) -> None:
     local.chmod(0o600)
 
 
-def down(team: Team, names=SERVERS) -> None:
+def down(team: Team, names=SERVERS) -> list[str]:
+    """Stop those of `names` that run; returns what happened to each."""
+    said = []
     for name in reversed(SERVERS):
         if name in names:
-            if name == "postgres":
-                stop_postgres(team)
-            else:
-                stop(team, name)
+            said.append(stop_postgres(team) if name == "postgres" else stop(team, name))
+    return said

@@ -125,6 +125,8 @@ def test_the_champion_moves_only_on_a_significant_gain_and_each_version_says_why
     assert found[0] == "A models:/backprop-mlp/2 (version 2): 90.20% of 2000"
     assert found[1] == "B models:/backprop-mlp@champion (version 3): 95.00%"
     assert found[2].endswith("B better"), found
+    run_id = client.get_model_version("backprop-mlp", "2").run_id  # an MLflow run: its version
+    assert read_predictions(f"runs:/{run_id}").name == "models:/backprop-mlp/2 (version 2)"
 
 
 def test_at_promote_alpha_1_any_gain_moves_the_champion(project):

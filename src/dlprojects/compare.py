@@ -6,6 +6,7 @@ examples, from the predictions the evaluate stages write.
                                  seed-2:reports/<project>/predictions.csv
     python -m dlprojects.compare A1,A2,A3 B1,B2,B3      # several seeds a side
     python -m dlprojects.compare models:/<name>@champion models:/<name>/7   # registered versions
+    python -m dlprojects.compare runs:/<run id> runs:/<run id>   # MLflow runs (their versions)
 
 A side is a predictions CSV (`index`, `label`, `predicted`, ...): a path in the workspace, or
 `REV:path` at a git revision or DVC experiment (`dvc exp show` names them; read through DVC's
@@ -48,7 +49,7 @@ class Predictions:
 def read_predictions(source: str) -> Predictions:
     """The predictions of `source`: a CSV path, REV:path at a git revision or DVC experiment, or
     a registered version (models:/<name>/<version> or models:/<name>@<alias>)."""
-    if source.startswith("models:/"):
+    if source.startswith(("models:/", "runs:/")):
         return registered(source)
     rev, _, path = source.rpartition(":") if ":" in source and not Path(source).exists() else (
         "", "", source)
@@ -85,12 +86,24 @@ def read_predictions(source: str) -> Predictions:
 
 
 def registered(uri: str) -> Predictions:
-    """A registered version's test results, from the tags its evaluate stage recorded."""
+    """A registered version's test results, from the tags its evaluate stage recorded; for
+    runs:/<run id>, the version registered from that (training) run."""
     from mlflow.exceptions import MlflowException
 
     from dlprojects.core import registry
     from dlprojects.predict import connect_store
 
+    if uri.startswith("runs:/"):
+        connect_store(uri)
+        import mlflow
+
+        run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
+        versions = mlflow.MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+        if not versions:
+            raise UserError(f"{uri}: no registered version came from this run (an evaluate "
+                            f"stage registers the model its training run wrote)")
+        found = min(versions, key=lambda version: int(version.version))
+        uri = f"models:/{found.name}/{found.version}"
     name, _, version = uri.removeprefix("models:/").partition("/")
     name, _, alias = name.partition("@")
     if not name or not (version or alias) or (version and alias):

@@ -888,7 +888,7 @@ def kill_after(process: subprocess.Popen, finished: int, timeout: float = 600) -
 
 
 def experiments(folder: Path, name: str) -> collections.Counter:
-    names = run(["dvc", "exp", "list", "--name-only"], folder).stdout.split()
+    names = run(["dvc", "exp", "list", "--all-commits", "--name-only"], folder).stdout.split()
     return collections.Counter(entry for entry in names if entry.startswith(f"{name}-"))
 
 
@@ -918,7 +918,7 @@ def assert_nested_once(folder: Path, name: str, trials: collections.Counter) -> 
 
 def test_a_grid_sweep_killed_with_its_trials_goes_on_and_runs_each_trial_once(sweeping):
     """2 x 2 params, 2 seeds: SIGKILL of the sweep and of the trials it is running, after 3 of
-    8 have finished; run again, it reruns only the unfinished ones."""
+    8 have finished; a commit made meanwhile; run again, it reruns only the unfinished ones."""
     first = start(sweeping, "run", "experiments/sweeps/grid.yaml", "--workers", "2")
     before = kill_after(first, 3)
     running = json.loads((sweeping / ".dvc/tmp/sweeps/grid/running.json").read_text())
@@ -928,6 +928,7 @@ def test_a_grid_sweep_killed_with_its_trials_goes_on_and_runs_each_trial_once(sw
         except ProcessLookupError:
             pass
     done_before = {line.split(":")[0] for line in before if line.endswith(": finished")}
+    run(["git", "commit", "-q", "--allow-empty", "-m", "meanwhile"], sweeping)  # a new baseline
 
     again = run([sys.executable, "-m", "dlprojects.sweep", "run", "experiments/sweeps/grid.yaml",
                  "--workers", "2"], sweeping, timeout=1200).stdout

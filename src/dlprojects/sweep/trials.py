@@ -41,11 +41,13 @@ def trials_of(sweep: Sweep, configuration: int, values: dict[str, Any]) -> list[
 
 
 def finished(sweep: Sweep) -> dict[str, dict[str, Any]]:
-    """This sweep's finished trials on the current commit: name -> {"value": its model's
-    headline figure, "params": its params.yaml}."""
+    """This sweep's finished trials: name -> {"value": its model's headline figure, "params":
+    its params.yaml}. A trial is an experiment of whichever commit was checked out when it
+    started (a commit made while a sweep runs does not run its finished trials again); where
+    one name is on several commits, the newest commit's."""
     try:
-        result = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"],
-                                capture_output=True, text=True)
+        result = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch",
+                                 *_commits_with_trials(sweep)], capture_output=True, text=True)
     except FileNotFoundError:
         raise UserError("dvc not found on PATH; run `make setup` and use the project's "
                         ".venv/bin (or `make sweep`)") from None
@@ -64,8 +66,27 @@ def finished(sweep: Sweep) -> dict[str, dict[str, Any]]:
                 value = sweep.model.value(metrics.get("data") or {})
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
                 if value is not None and not rev.get("error"):
-                    done[name] = {"value": value, "params": params}
+                    done.setdefault(name, {"value": value, "params": params})  # newest first
     return done
+
+
+def _commits_with_trials(sweep: Sweep) -> list[str]:
+    """`dvc exp show` options that cover every commit holding one of the sweep's trials (from the
+    experiment refs git keeps, refs/exps/<commit>/<name>): the last N commits from HEAD, or all
+    commits where one is off HEAD's line (slow on a long history)."""
+    def git(*args: str) -> list[str]:
+        found = subprocess.run(["git", *args], capture_output=True, text=True)
+        return found.stdout.split() if found.returncode == 0 else []
+
+    baselines = set()
+    for ref in git("for-each-ref", "--format=%(refname)", "refs/exps"):
+        parts = ref.split("/")
+        if len(parts) == 5 and sweep.parse_trial(parts[4]) is not None:
+            baselines.add(parts[2] + parts[3])
+    line = git("rev-list", "--first-parent", "HEAD")
+    if not baselines <= set(line):
+        return ["--all-commits"]
+    return ["-n", str(max((line.index(commit) for commit in baselines), default=0) + 1)]
 
 
 class Runner:

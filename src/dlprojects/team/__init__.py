@@ -48,8 +48,8 @@ class Team:
     def log(self, name: str) -> Path:
         """.team/logs/<name>.log, readable by its owner alone (the folder lets PostgreSQL's
         user reach its own log, and lists nothing to others)."""
-        logs = self.private_folder()
-        (logs := logs / "logs").mkdir(exist_ok=True)
+        logs = self.private_folder() / "logs"
+        logs.mkdir(exist_ok=True)
         logs.chmod(0o711)
         path = logs / f"{name}.log"
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -104,12 +104,7 @@ class Team:
 
     def write_secret(self, name: str, text: str) -> Path:
         """`text` in .team/`name`, readable by its owner alone from the moment it exists."""
-        path = self.folder / name
-        path.unlink(missing_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as f:
-            f.write(text)
-        return path
+        return write_owner_only(self.folder / name, text.encode())
 
     def client_env(self) -> dict[str, str]:
         """What points the stages, the registry, serving, lineage and DVC at the servers."""
@@ -118,6 +113,15 @@ class Team:
                 "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_TRACKING_PASSWORD"],
                 "AWS_ACCESS_KEY_ID": values["AWS_ACCESS_KEY_ID"],
                 "AWS_SECRET_ACCESS_KEY": values["AWS_SECRET_ACCESS_KEY"]}
+
+
+def write_owner_only(path: Path, data: bytes) -> Path:
+    """`data` in `path` (replacing it), readable by its owner alone from the moment it exists."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as f:
+        f.write(data)
+    return path
 
 
 def last_line(log: Path) -> str:

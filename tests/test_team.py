@@ -279,8 +279,10 @@ def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path):
         assert result.returncode == 2, result.stderr
         return result.stderr.strip().splitlines()
 
-    assert team_cli("env") == [f"error: {tmp_path / '.team/credentials.env'} not found; start "
-                               f"the team's servers with `make team-up`"]
+    assert team_cli("env") == [
+        f"error: {tmp_path / '.team/credentials.env'} not found: where the team's servers run, "
+        f"start them with `make team-up`; in a colleague's clone, `python -m dlprojects.team "
+        f"join` what the admin's `team add` printed"]
     assert team_cli("up", "s3", DLPROJECTS_TEAM_S3_PORT="s3") == [
         "error: DLPROJECTS_TEAM_S3_PORT='s3' is not a port number"]
     with socket.socket() as taken:

@@ -5,6 +5,7 @@ with basic-auth logins, each bound to 127.0.0.1.
     python -m dlprojects.team up       # start (or check) all three; make team-up
     python -m dlprojects.team down     # stop them; the data stays
     python -m dlprojects.team env      # the variables that point a shell at them
+    python -m dlprojects.team add bea  # a colleague's own login and S3 keys (`team.people`)
 
 Secrets are generated on the first `up` and kept in `.team/credentials.env` (mode 0600): the
 MLflow admin's password, the S3 keys, the passwords of PostgreSQL's superuser and of the role the
@@ -85,7 +86,9 @@ class Team:
         path = self.folder / "credentials.env"
         if not path.exists():
             if not create:
-                raise UserError(f"{path} not found; start the team's servers with `make team-up`")
+                raise UserError(f"{path} not found: where the team's servers run, start them "
+                                f"with `make team-up`; in a colleague's clone, `python -m "
+                                f"dlprojects.team join` what the admin's `team add` printed")
             self.private_folder()
             # hex: nothing a shell, a URL or a command line reads specially (a leading '-')
             values = {name: secrets.token_hex(24) for name in SECRETS}
@@ -107,7 +110,12 @@ class Team:
         return write_owner_only(self.folder / name, text.encode())
 
     def client_env(self) -> dict[str, str]:
-        """What points the stages, the registry, serving, lineage and DVC at the servers."""
+        """What points the stages, the registry, serving, lineage and DVC at the servers: the
+        identity `team join` kept in this clone, else (where the servers run) the admin's."""
+        identity = self.folder / "identity.env"
+        if identity.exists():
+            return dict(line.split("=", 1) for line in identity.read_text().splitlines()
+                        if "=" in line)
         values = self.credentials()
         return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_TRACKING_USERNAME": ADMIN,
                 "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_TRACKING_PASSWORD"],

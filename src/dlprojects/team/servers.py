@@ -126,7 +126,7 @@ def start_s3(team: Team) -> None:
                "-ip.bind=127.0.0.1", "-master.telemetry=false", f"-master.port={base}",
                f"-volume.port={base + 1}", f"-filer.port={base + 2}", f"-admin.port={base + 3}",
                f"-s3.port={team.port('s3')}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-               "-webdav=false", f"-bucket={','.join(BUCKETS)}"]
+               "-webdav=false", "-s3.iam.readOnly=false", f"-bucket={','.join(BUCKETS)}"]
     keys = {name: values[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     # security.toml is read from the working directory
     process = _spawn(team, "s3", command, keys, cwd=security_folder(team.folder / "seaweed"))
@@ -173,10 +173,10 @@ def start_mlflow(team: Team) -> None:
                                            f"{values['POSTGRES_SERVER_PASSWORD']}\n")
     database = f"postgresql+psycopg2://{SERVER_ROLE}@127.0.0.1:{team.port('postgres')}"
     config = team.folder / "basic_auth.ini"
-    # auth_cache_ttl_seconds: each server process remembers a verified login (an HMAC of it)
+    # auth_cache_ttl_seconds: the server process remembers a verified login (an HMAC of it)
     # for a minute instead of paying a deliberately slow scrypt check on every request; a
     # password changed or a user deleted is forgotten at once by the process that made the
-    # change, by the other within the minute
+    # change, which is the only one (--workers 1: a removed colleague is refused at once)
     config.write_text(f"[mlflow]\ndefault_permission = READ\nauth_cache_ttl_seconds = 60\n"
                       f"database_uri = {database}/mlflow_auth\nadmin_username = {ADMIN}\n"
                       "authorization_function = "
@@ -191,7 +191,7 @@ def start_mlflow(team: Team) -> None:
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     command = [_program("mlflow"), "server", "--backend-store-uri", f"{database}/mlflow",
                "--artifacts-destination", "s3://mlflow", "--app-name", "basic-auth",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}"]
     process = _spawn(team, "mlflow", command, env)
     _wait("the MLflow server", lambda: _health(team), 120, team.folder / "logs/mlflow.log",
@@ -231,17 +231,16 @@ def up(team: Team, names=SERVERS) -> None:
     for name in SERVERS:
         if name in names:
             starts[name](team)
-    _dvc_credentials(team)
+    dvc_credentials(team, team.credentials(), team.s3_endpoint)
 
 
-def _dvc_credentials(team: Team) -> None:
-    """The S3 keys of DVC remote `team` in .dvc/config.local (never committed, mode 0600),
-    written through DVC's own config API (a `dvc remote modify` command line would show the
-    secret to every local user); its endpoint, in the committed .dvc/config, is this machine's
-    store unless DLPROJECTS_TEAM_S3_PORT moves it."""
+def dvc_credentials(team: Team, values: dict[str, str], endpoint: str) -> None:
+    """The S3 keys of DVC remote `team` (`values`' AWS_*) in .dvc/config.local (never
+    committed, mode 0600), written through DVC's own config API (a `dvc remote modify` command
+    line would show the secret to every local user), with the store's `endpoint`."""
     from dvc.config import Config, ConfigError
 
-    values, local = team.credentials(), team.root / ".dvc/config.local"
+    local = team.root / ".dvc/config.local"
     os.close(os.open(local, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only before a key is in
     local.chmod(0o600)
     try:
@@ -249,7 +248,7 @@ def _dvc_credentials(team: Team) -> None:
             config.setdefault("remote", {}).setdefault("team", {}).update({
                 "access_key_id": values["AWS_ACCESS_KEY_ID"],
                 "secret_access_key": values["AWS_SECRET_ACCESS_KEY"],
-                "endpointurl": team.s3_endpoint})
+                "endpointurl": endpoint})
     except ConfigError as error:
         raise UserError(f"could not give DVC remote `team` its keys ({str(error)[:160]})") from None
     local.chmod(0o600)

@@ -65,6 +65,9 @@ def team(tmp_path_factory):
     subprocess.run([*command, "down"], cwd=root, env=env, capture_output=True, timeout=120)
 
 
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
 def request(uri: str, path: str, user: str | None = None, password: str | None = None,
             body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
@@ -93,7 +96,7 @@ def test_the_secrets_are_generated_and_kept_from_others(team):
 
 def test_no_login_or_a_wrong_password_gets_401(team):
     _, _, values = team
-    uri, search = values["MLFLOW_TRACKING_URI"], "/api/2.0/mlflow/experiments/search?max_results=1"
+    uri, search = values["MLFLOW_TRACKING_URI"], SEARCH
     assert request(uri, search)[0] == 401
     assert request(uri, search, "admin", "wrong")[0] == 401
     assert request(uri, search, "admin", values["MLFLOW_TRACKING_PASSWORD"])[0] == 200
@@ -345,33 +348,55 @@ def client_of(login: dict[str, str]):
         yield mlflow.MlflowClient(login["MLFLOW_TRACKING_URI"])
 
 
-def clone_for_team(team, folder: Path, source: Path | None = None) -> Path:
-    """A smoke clone (or a `git clone` of `source`) whose DVC remote `team` is the team's store."""
-    _, env, _ = team
+def clone_for_team(team, folder: Path, identity: str, source: Path | None = None) -> Path:
+    """A smoke clone (or a `git clone` of `source`) that joined the team with `identity` (what
+    `team add` printed): its DVC remote `team` has that colleague's keys."""
     if source is None:
         smoke_clone(folder)
     else:
         run(["git", "clone", "-q", str(source), str(folder)], folder.parent)
-    run(["dvc", "remote", "modify", "--local", "team", "endpointurl",
-         f"http://127.0.0.1:{env['DLPROJECTS_TEAM_S3_PORT']}"], folder)
+    joined = subprocess.run([sys.executable, "-m", "dlprojects.team", "join"], cwd=folder,
+                            input=identity, env=tool_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert joined.returncode == 0, joined.stderr
     return folder
 
 
+def add_colleague(team, name: str) -> str:
+    """`team add name` where the servers run: the identity it printed."""
+    root, env, _ = team
+    added = subprocess.run([sys.executable, "-m", "dlprojects.team", "add", name], cwd=root,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0 and "Traceback" not in added.stderr, added.stderr
+    assert f"hand these lines to {name} privately" in added.stderr
+    return added.stdout
+
+
+def login_of(identity: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in identity.splitlines())
+
+
 @pytest.fixture(scope="module")
-def clones(team, tmp_path_factory) -> dict[str, Path]:
+def people(team) -> dict[str, str]:
+    """Two colleagues' identities, as `team add` printed them: Ana works in clone A, Bea in B."""
+    return {name: add_colleague(team, name) for name in ("ana", "bea")}
+
+
+@pytest.fixture(scope="module")
+def clones(team, people, tmp_path_factory) -> dict[str, Path]:
     top = tmp_path_factory.mktemp("clones")
-    return {"a": clone_for_team(team, top / "a"), "b": top / "b"}
+    return {"a": clone_for_team(team, top / "a", people["ana"]), "b": top / "b"}
 
 
 @pytest.fixture(scope="module")
-def colleague(team) -> dict[str, str]:
-    """B's login: a second user, made by the admin, who may read what others logged."""
-    _, _, values = team
-    admin = ("admin", values["MLFLOW_TRACKING_PASSWORD"])
-    password = "b-" + base64.b32encode(os.urandom(15)).decode()
-    assert request(values["MLFLOW_TRACKING_URI"], "/api/2.0/mlflow/users/create", *admin,
-                   body={"username": "bea", "password": password})[0] == 200
-    return {**values, "MLFLOW_TRACKING_USERNAME": "bea", "MLFLOW_TRACKING_PASSWORD": password}
+def ana(people) -> dict[str, str]:
+    return login_of(people["ana"])
+
+
+@pytest.fixture(scope="module")
+def colleague(people) -> dict[str, str]:
+    """B's login: Bea's own identity."""
+    return login_of(people["bea"])
 
 
 HISTORIES = {"train_backprop@mlp": "reports/backprop/mlp/history.csv",
@@ -387,13 +412,13 @@ def epochs_in(path: Path) -> int:
         return sum(1 for _ in csv.DictReader(f))
 
 
-def test_a_runs_the_smoke_pipeline_on_the_server_through_a_postgres_restart(team, clones):
+def test_a_runs_the_smoke_pipeline_on_the_server_through_a_postgres_restart(team, clones, ana):
     _, _, values = team
     a = clones["a"]
-    as_user(["dvc", "repro", "evaluate_backprop@mlp"], a, values, timeout=900)
+    as_user(["dvc", "repro", "evaluate_backprop@mlp"], a, ana, timeout=900)
     servers(team, "down", "postgres")  # between two stages
     servers(team, "up")
-    as_user(["dvc", "repro"], a, values, timeout=1800)
+    as_user(["dvc", "repro"], a, ana, timeout=1800)
 
     commit = run(["git", "rev-parse", "HEAD"], a).stdout.strip()
     stored = s3_objects(team, "mlflow")
@@ -418,16 +443,16 @@ def test_a_runs_the_smoke_pipeline_on_the_server_through_a_postgres_restart(team
                 found.info.run_id for found in stages.values()}
 
 
-def test_b_pulls_what_a_pushed_through_an_s3_restart_and_nothing_retrains(team, clones):
-    _, _, values = team
+def test_b_pulls_what_a_pushed_through_an_s3_restart_and_nothing_retrains(team, clones, people,
+                                                                         ana, colleague):
     a, b = clones["a"], clones["b"]
     run(["git", "add", "-A"], a)
     run(["git", "commit", "-qm", "results"], a)
-    as_user(["dvc", "push", "-r", "team"], a, values)
+    as_user(["dvc", "push", "-r", "team"], a, ana)
     servers(team, "down", "s3")  # between push and pull
     servers(team, "up")
-    clone_for_team(team, b, source=a)
-    as_user(["dvc", "pull", "-r", "team"], b, values)
+    clone_for_team(team, b, people["bea"], source=a)
+    as_user(["dvc", "pull", "-r", "team"], b, colleague)
     assert "Data and pipelines are up to date" in run(["dvc", "status"], b).stdout
     repro = run(["dvc", "repro"], b).stdout
     assert "Running stage" not in repro and "up to date" in repro
@@ -463,7 +488,7 @@ def test_b_serves_as_the_champion_what_a_trained_and_finds_its_runs(team, clones
     assert [run.info.run_id for run in trained] and trained[0].info.run_id in found
 
 
-def test_the_server_killed_mid_run_and_restarted_loses_nothing(team, clones):
+def test_the_server_killed_mid_run_and_restarted_loses_nothing(team, clones, ana):
     root, _, values = team
     a = clones["a"]
     params = yaml.safe_load((a / "params.yaml").read_text())
@@ -471,7 +496,7 @@ def test_the_server_killed_mid_run_and_restarted_loses_nothing(team, clones):
     params["train_fashion"]["data"]["train_samples"] = 12000
     (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage = subprocess.Popen(["dvc", "repro", "train_fashion@improved"], cwd=a,
-                             env={**tool_env(), **values}, stdout=subprocess.PIPE,
+                             env={**tool_env(), **ana}, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     with client_of(values) as client:
         experiment = client.get_experiment_by_name("fashion").experiment_id
@@ -491,7 +516,7 @@ def test_the_server_killed_mid_run_and_restarted_loses_nothing(team, clones):
     assert "Traceback" not in err
 
     servers(team, "up")
-    resumed = as_user(["dvc", "repro", "train_fashion@improved"], a, values, timeout=900)
+    resumed = as_user(["dvc", "repro", "train_fashion@improved"], a, ana, timeout=900)
     assert f"resuming MLflow run {run_id}" in resumed.stderr
     with client_of(values) as client:
         assert client.get_run(run_id).info.status == "FINISHED"
@@ -500,15 +525,15 @@ def test_the_server_killed_mid_run_and_restarted_loses_nothing(team, clones):
         assert len(client.search_runs([experiment])) == 3  # A's two, and this one
 
 
-def test_two_queued_experiments_log_to_the_server_at_once(team, clones):
+def test_two_queued_experiments_log_to_the_server_at_once(team, clones, ana):
     _, _, values = team
     a, rates, epochs = clones["a"], ["0.001", "0.003"], 4
     for rate in rates:
         as_user(["dvc", "exp", "run", "--queue", "-S", f"train_fashion.lr={rate}",
                  "-S", f"train_fashion.loop.epochs={epochs}",
                  "-S", "train_fashion.data.train_samples=20000", "train_fashion@improved"],
-                a, values)
-    as_user(["dvc", "queue", "start", "-j", "2"], a, values)
+                a, ana)
+    as_user(["dvc", "queue", "start", "-j", "2"], a, ana)
     try:
         deadline = time.monotonic() + 900
         while re.search(r"\b(Queued|Running)\b",
@@ -530,12 +555,12 @@ def test_two_queued_experiments_log_to_the_server_at_once(team, clones):
         assert spans[1][0] < spans[0][1], "the two experiments did not run at the same time"
 
 
-def test_b_pulls_lists_compares_and_applies_the_experiments_a_pushed(team, clones, colleague):
+def test_b_pulls_lists_compares_and_applies_the_experiments_a_pushed(team, clones, ana,
+                                                                   colleague):
     """Shared experiments: A pushes its two queued experiments through the team's git (a bare
     repository here) and DVC remote; B, logged in as herself, pulls them, lists them, compares
     them from their stored predictions, finds their MLflow runs on the server, and applies one,
     whose outputs are then A's bytes."""
-    _, _, values = team
     a, b = clones["a"], clones["b"]
     names = run(["dvc", "exp", "list", "--name-only"], a).stdout.split()
     assert len(names) == 2, names
@@ -544,7 +569,7 @@ def test_b_pulls_lists_compares_and_applies_the_experiments_a_pushed(team, clone
     for clone in (a, b):
         run(["git", "remote", "add", "team-git", str(shared)], clone)
     run(["git", "push", "-q", "team-git", "HEAD"], a)
-    as_user(["dvc", "exp", "push", "-r", "team", "team-git", *names], a, values, timeout=300)
+    as_user(["dvc", "exp", "push", "-r", "team", "team-git", *names], a, ana, timeout=300)
 
     listed = as_user(["dvc", "exp", "list", "--name-only", "team-git"], b, colleague).stdout
     assert sorted(listed.split()) == sorted(names)
@@ -571,6 +596,194 @@ def test_b_pulls_lists_compares_and_applies_the_experiments_a_pushed(team, clone
     finally:
         run(["git", "checkout", "--", "."], b)
         run(["dvc", "checkout", "-f"], b)
+
+
+def s3_as(login: dict[str, str], service: str = "s3"):
+    import botocore.session
+
+    return botocore.session.get_session().create_client(
+        service, endpoint_url=login["DLPROJECTS_TEAM_S3_ENDPOINT"], region_name="us-east-1",
+        aws_access_key_id=login["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=login["AWS_SECRET_ACCESS_KEY"])
+
+
+def refused(call) -> str:
+    """The error code the server answered `call` with; fails when it was let through."""
+    from botocore.exceptions import ClientError
+    from mlflow.exceptions import MlflowException
+
+    try:
+        call()
+    except ClientError as error:  # SeaweedFS's IAM API may answer a bare HTTP status
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return error.response.get("Error", {}).get("Code") or f"HTTP {status}"
+    except MlflowException as error:
+        return error.error_code
+    raise AssertionError("let through")
+
+
+def test_each_colleague_has_keys_of_her_own_and_deletes_no_one_elses_runs(team, clones, ana,
+                                                                          colleague):
+    """Ana and Bea, each in her clone with the identity `team add` made: Bea runs and pushes an
+    experiment, Ana pulls it and sees its run; neither deletes the other's runs (nor her own:
+    the admin alone deletes). Their S3 keys reach bucket dvc alone; the IAM API refuses them;
+    mixed or wrong credentials are refused."""
+    a, b, bea = clones["a"], clones["b"], colleague
+    as_user(["dvc", "exp", "run", "-n", "bea-lr", "-S", "train_fashion.lr=0.004",
+             "train_fashion@improved"], b, bea, timeout=900)
+    as_user(["dvc", "exp", "push", "-r", "team", "team-git", "bea-lr"], b, bea, timeout=300)
+    as_user(["dvc", "exp", "pull", "-r", "team", "team-git", "bea-lr"], a, ana, timeout=300)
+    assert "bea-lr" in run(["dvc", "exp", "list", "--name-only"], a).stdout.split()
+    with client_of(ana) as client:
+        fashion = client.get_experiment_by_name("fashion").experiment_id
+        beas = client.search_runs([fashion], filter_string="tags.`dvc.exp_name` = 'bea-lr'")
+        anas = client.search_runs([fashion], filter_string="tags.`dvc.exp_name` != 'bea-lr'")
+        assert len(beas) == 1 and anas
+        assert refused(lambda: client.delete_run(beas[0].info.run_id)) == "PERMISSION_DENIED"
+    with client_of(bea) as client:
+        for found in (anas[0], beas[0]):
+            assert refused(lambda: client.delete_run(found.info.run_id)) == "PERMISSION_DENIED"
+            assert client.get_run(found.info.run_id).info.lifecycle_stage == "active"
+    for login, other in ((ana, bea), (bea, ana)):
+        s3, iam = s3_as(login), s3_as(login, "iam")
+        assert s3.list_objects_v2(Bucket="dvc")["KeyCount"] > 0
+        assert refused(lambda: s3.list_objects_v2(Bucket="mlflow")) == "AccessDenied"
+        assert refused(lambda: s3.put_object(Bucket="mlflow", Key="x", Body=b"x")) == \
+            "AccessDenied"
+        assert refused(lambda: s3.create_bucket(Bucket="mine")) == "AccessDenied"
+        assert refused(lambda: iam.list_users()) in {"AccessDenied", "HTTP 403"}
+        assert refused(lambda: iam.create_access_key(
+            UserName=other["MLFLOW_TRACKING_USERNAME"])) in {"AccessDenied", "HTTP 403"}
+        mixed = {**login, "AWS_SECRET_ACCESS_KEY": other["AWS_SECRET_ACCESS_KEY"]}
+        assert refused(lambda: s3_as(mixed).list_objects_v2(Bucket="dvc")) == \
+            "SignatureDoesNotMatch"
+        uri, search = login["MLFLOW_TRACKING_URI"], SEARCH
+        assert request(uri, search, login["MLFLOW_TRACKING_USERNAME"],
+                       other["MLFLOW_TRACKING_PASSWORD"])[0] == 401
+        assert request(uri, search, login["MLFLOW_TRACKING_USERNAME"],
+                       login["MLFLOW_TRACKING_PASSWORD"])[0] == 200
+
+
+def test_a_colleagues_restarted_sweep_sets_aside_the_run_it_may_not_delete(team, clones, ana):
+    """A sweep restarted after a kill drops the MLflow run of an unfinished trial; a colleague
+    may delete no run, so hers is set aside: KILLED, tagged, out of the sweep's parent run."""
+    script = """if True:
+        import mlflow
+        from dlprojects.sweep.space import load
+        from dlprojects.sweep.trials import ParentRun
+
+        sweep = load("experiments/sweeps/vit-lr-wd.yaml")
+        parent = ParentRun(sweep)
+        trial = sweep.trial_name(0, 0)
+        unfinished = parent.client.create_run(parent.experiment, tags={
+            "dvc.exp_name": trial, "mlflow.parentRunId": parent.run_id}).info.run_id
+        parent.discard(trial)
+        print(unfinished, parent.adopt([trial]))
+    """
+    said = as_user([sys.executable, "-c", script], clones["a"], ana).stdout
+    run_id, adopted = said.splitlines()[-1].split()
+    assert f"MLflow run {run_id} of an unfinished attempt set aside (KILLED, out of the sweep's " \
+           "parent run" in said, said
+    assert adopted == "0"
+    with client_of(ana) as client:
+        stored = client.get_run(run_id)
+    assert stored.info.status == "KILLED" and stored.info.lifecycle_stage == "active"
+    assert "mlflow.parentRunId" not in stored.data.tags
+    assert stored.data.tags["sweep.discarded"] == "an unfinished attempt"
+
+
+SHARED_SWEEP = """model: backprop-mlp
+method: optuna
+trials: 4
+seeds: 1
+params:
+  train_backprop.mlp.training.lr: {low: 0.01, high: 0.3, log: true}
+"""
+
+
+def test_two_clones_work_one_optuna_study_in_the_teams_postgresql(team, clones, ana, colleague):
+    """Ana's and Bea's clones (two machines' workers) run one Optuna sweep at once: one study in
+    the team's PostgreSQL (their identities' DLPROJECTS_SWEEP_STORAGE), four configurations
+    asked once each, each a DVC experiment of the clone that ran it, every trial's runs under
+    one MLflow parent run. Their PostgreSQL logins reach database optuna alone."""
+    import optuna
+    import psycopg2
+
+    workers = {}
+    for clone, login in ((clones["a"], ana), (clones["b"], colleague)):
+        (clone / "experiments/sweeps").mkdir(parents=True, exist_ok=True)
+        (clone / "experiments/sweeps/shared.yaml").write_text(SHARED_SWEEP)
+        workers[clone] = subprocess.Popen(
+            [sys.executable, "-m", "dlprojects.sweep", "run", "experiments/sweeps/shared.yaml"],
+            cwd=clone, env={**tool_env(), **login}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+    said = {clone: worker.communicate(timeout=1500)[0] for clone, worker in workers.items()}
+    assert all(worker.returncode == 0 for worker in workers.values()), said
+    study = optuna.load_study(study_name="shared", storage=ana["DLPROJECTS_SWEEP_STORAGE"])
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 4
+    assert len({trial.user_attrs["worker"] for trial in study.trials}) == 2
+    ran = {clone: {name for name in run(["dvc", "exp", "list", "--name-only"], clone).stdout.split()
+                   if name.startswith("shared-")} for clone in workers}
+    assert ran[clones["a"]] and ran[clones["b"]] and not ran[clones["a"]] & ran[clones["b"]]
+    assert set.union(*ran.values()) == {f"shared-{number:02d}-s0" for number in range(4)}
+    with client_of(ana) as client:
+        backprop = client.get_experiment_by_name("backprop").experiment_id
+        parents = client.search_runs([backprop], filter_string="tags.`sweep.name` = 'shared' "
+                                                               "and tags.`sweep.role` = 'parent'")
+        assert len(parents) == 1
+        trials = [found for found in client.search_runs([backprop])
+                  if found.data.tags.get("dvc.exp_name", "").startswith("shared-")]
+        assert {found.data.tags["dvc.exp_name"] for found in trials} == set.union(*ran.values())
+        assert {found.data.tags["mlflow.parentRunId"] for found in trials} == {
+            parents[0].info.run_id}
+    url = psycopg2.extensions.parse_dsn(ana["DLPROJECTS_SWEEP_STORAGE"].replace(
+        "postgresql+psycopg2", "postgresql"))
+    for database in ("mlflow", "mlflow_auth", "postgres"):
+        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+            psycopg2.connect(**{**url, "dbname": database}).close()
+    with contextlib.closing(psycopg2.connect(**url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+        assert cursor.fetchall() == [("optuna_studies",)]
+
+
+def test_a_removed_colleague_is_refused_at_once(team, clones, colleague):
+    """`team remove bea`: her login and her keys are refused by the very next request; removing
+    her again is one line."""
+    root, env, _ = team
+    command = [sys.executable, "-m", "dlprojects.team", "remove", "bea"]
+    removed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert removed.stdout.strip() == "bea: revoked MLflow login, S3 keys, PostgreSQL login", \
+        removed.stderr
+    uri = colleague["MLFLOW_TRACKING_URI"]
+    assert request(uri, SEARCH, colleague["MLFLOW_TRACKING_USERNAME"],
+                   colleague["MLFLOW_TRACKING_PASSWORD"])[0] == 401
+    assert refused(lambda: s3_as(colleague).list_objects_v2(Bucket="dvc")) == "InvalidAccessKeyId"
+    pushed = subprocess.run(["dvc", "push", "-r", "team"], cwd=clones["b"],
+                            env={**tool_env(), **colleague}, capture_output=True, text=True,
+                            timeout=300)
+    assert pushed.returncode != 0 and "Traceback" not in pushed.stderr
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == ["error: no colleague bea on the team's servers"]
+
+
+def test_another_local_user_reads_no_secret_of_any_server(team):
+    """As user nobody: no server process's environment (where the MLflow server keeps the S3
+    keys and the admin's password) and no file under .team can be read."""
+    root, _, values = team
+    servers = [int((root / f".team/{name}.pid").read_text()) for name in ("s3", "mlflow")]
+    servers.append(int((root / ".team/postgres/postmaster.pid").read_text().splitlines()[0]))
+    processes = [pid for pgid in servers for pid in group(pgid)]
+    mlflow_server = Path(f"/proc/{servers[1]}/environ").read_bytes()  # its owner reads it
+    assert values["AWS_SECRET_ACCESS_KEY"].encode() in mlflow_server
+    files = [path for path in (root / ".team").rglob("*") if path.is_file()]
+    assert len(processes) >= 4 and len(files) > 10
+    for path in [*(f"/proc/{pid}/environ" for pid in processes), *map(str, files)]:
+        read = subprocess.run(["cat", path], user="nobody", group="nogroup",
+                              capture_output=True, timeout=30)
+        assert read.returncode != 0 and not read.stdout, path
+        assert b"Permission denied" in read.stderr or b"No such file" in read.stderr, path
 
 
 def group(pgid: int) -> list[int]:

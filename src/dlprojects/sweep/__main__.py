@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import zlib
@@ -47,8 +48,7 @@ def _run_optuna(sweep: Sweep, runner: Runner, parent: ParentRun,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = storage is not None
     storage = storage or f"sqlite:///{(runner.folder / 'optuna.db').resolve()}"
-    study = optuna.create_study(study_name=sweep.name, storage=storage, direction="maximize",
-                                load_if_exists=True)
+    study = _study(sweep, storage)
     worker = f"{socket.gethostname()}:{Path.cwd()}"
     # the same draws on every fresh start; a restarted (or another machine's) sweep draws on
     # from where the study stands, not the first draws again
@@ -83,6 +83,20 @@ def _run_optuna(sweep: Sweep, runner: Runner, parent: ParentRun,
                 study.tell(asked.number, statistics.mean(values))
 
 
+def _study(sweep: Sweep, storage: str):
+    """The sweep's Optuna study in `storage`, made when new; one line when the storage refuses."""
+    import optuna
+    import sqlalchemy
+
+    try:
+        return optuna.create_study(study_name=sweep.name, storage=storage,
+                                   direction="maximize", load_if_exists=True)
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        where = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise UserError(f"Optuna's storage {where} refused the sweep ({reason[:160]})") from None
+
+
 def compare(sweep: Sweep, a: str, b: str) -> list[str]:
     """`python -m dlprojects.compare` of two configurations' predictions, seed n with seed n."""
     from dlprojects.compare import read_predictions, report
@@ -109,8 +123,11 @@ def main() -> None:
     run_parser.add_argument("--workers", type=int, default=1,
                             help="trials at a time on this machine (default: %(default)s; each "
                                  "stage already uses its params' threads)")
-    run_parser.add_argument("--storage", help="Optuna's study storage URL (default: a SQLite "
-                                              "file in .dvc/tmp/sweeps/<name>/)")
+    run_parser.add_argument("--storage", default=os.environ.get("DLPROJECTS_SWEEP_STORAGE"),
+                            help="Optuna's study storage URL, shared by the workers of every "
+                                 "machine (default: $DLPROJECTS_SWEEP_STORAGE, which a team "
+                                 "colleague's `team env` sets; else a SQLite file in "
+                                 ".dvc/tmp/sweeps/<name>/, this clone's alone)")
     run_parser.add_argument("--dry-run", action="store_true",
                             help="check the sweep file and print its trials, run nothing")
     show_parser = commands.add_parser("show", help="the ranked configurations")

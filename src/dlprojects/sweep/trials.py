@@ -182,9 +182,7 @@ class ParentRun:
         self.client = tracking.connect(sweep.model.project)
         experiment = self.client.get_experiment_by_name(sweep.model.project)
         self.experiment = experiment.experiment_id
-        found = self.client.search_runs(
-            [self.experiment], filter_string=f"tags.`sweep.name` = '{sweep.name}' and "
-                                             f"tags.`sweep.role` = 'parent'")
+        found = self._parents()
         if found:
             self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
@@ -198,13 +196,30 @@ class ParentRun:
             self.client.log_param(self.run_id, key, shown(
                 values if isinstance(values, list) else vars(values), 250))
 
+    def _parents(self) -> list:
+        """The sweep's parent runs, the first made first: workers on several machines that start
+        together can each make one before they see another's."""
+        return self.client.search_runs(
+            [self.experiment], filter_string=f"tags.`sweep.name` = '{self.sweep.name}' and "
+                                             f"tags.`sweep.role` = 'parent'",
+            order_by=["attributes.start_time ASC"])
+
+    def _join_first(self) -> None:
+        """Where another worker made the sweep's parent run first, fold this one into it."""
+        first = self._parents()[0].info.run_id
+        if first != self.run_id:
+            self.client.set_tag(self.run_id, "sweep.role", "merged")
+            self.client.set_tag(self.run_id, "sweep.merged_into", first)
+            self.client.set_terminated(self.run_id, "FINISHED")
+            self.run_id = first
+
     def adopt(self, trial_names: list[str]) -> int:
         """Nest every run of these trials under the parent; returns how many runs that is."""
+        self._join_first()
         count = 0
         for name in trial_names:
             configuration, seed = self.sweep.parse_trial(name)
-            for found in self.client.search_runs(
-                    [self.experiment], filter_string=f"tags.`dvc.exp_name` = '{name}'"):
+            for found in self._runs_of(name):
                 tags = {"mlflow.parentRunId": self.run_id, "sweep.name": self.sweep.name,
                         "sweep.configuration": str(configuration), "sweep.seed": str(seed)}
                 for tag, value in tags.items():
@@ -213,14 +228,31 @@ class ParentRun:
                 count += 1
         return count
 
+    def _runs_of(self, trial: str) -> list:
+        """The MLflow runs of `trial` (tag dvc.exp_name), but those set aside by `discard`."""
+        return [found for found in self.client.search_runs(
+            [self.experiment], filter_string=f"tags.`dvc.exp_name` = '{trial}'")
+            if "sweep.discarded" not in found.data.tags]
+
     def discard(self, trial: str) -> None:
         """Delete the runs of an earlier attempt at `trial` that did not finish (its sweep was
         killed): the trial runs again, and its runs are its new attempt's alone."""
-        for found in self.client.search_runs(
-                [self.experiment], filter_string=f"tags.`dvc.exp_name` = '{trial}'"):
-            self.client.delete_run(found.info.run_id)
-            print(f"{trial}: deleted MLflow run {found.info.run_id} of an unfinished attempt",
-                  flush=True)
+        from mlflow.exceptions import MlflowException
+
+        for found in self._runs_of(trial):
+            run_id = found.info.run_id
+            try:
+                self.client.delete_run(run_id)
+                print(f"{trial}: deleted MLflow run {run_id} of an unfinished attempt", flush=True)
+            except MlflowException as error:  # a team's colleague deletes no run: set it aside
+                if error.error_code != "PERMISSION_DENIED":
+                    raise
+                if "mlflow.parentRunId" in found.data.tags:
+                    self.client.delete_tag(run_id, "mlflow.parentRunId")
+                self.client.set_tag(run_id, "sweep.discarded", "an unfinished attempt")
+                self.client.set_terminated(run_id, "KILLED")
+                print(f"{trial}: MLflow run {run_id} of an unfinished attempt set aside (KILLED, "
+                      f"out of the sweep's parent run; deleting runs is the admin's)", flush=True)
 
     def finish(self, ranking: list[Configuration]) -> None:
         if ranking:

@@ -43,7 +43,7 @@ def main() -> None:
             people.print_identity(people.add(team, args.name), args.name)
     elif args.command == "remove":
         with people.servers_answer(f"removing {args.name}"):
-            print(f"{args.name}: revoked {' and '.join(people.remove(team, args.name))}")
+            print(f"{args.name}: revoked {', '.join(people.remove(team, args.name))}")
     else:
         identity = people.join(team, sys.stdin.read())
         print(f"this clone is {identity['MLFLOW_TRACKING_USERNAME']}'s on the team's servers; "

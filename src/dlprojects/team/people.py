@@ -1,18 +1,21 @@
-"""One identity per colleague: an MLflow login and S3 keys of their own, made and revoked together.
+"""One identity per colleague: an MLflow login, S3 keys and a PostgreSQL login for sweeps' shared
+Optuna studies, their own, made and revoked together.
 
     python -m dlprojects.team add bea      # where the servers run: prints bea's identity
     python -m dlprojects.team join         # in bea's clone: reads those lines from standard input
-    python -m dlprojects.team remove bea   # her login and her keys refused from then on
+    python -m dlprojects.team remove bea   # all three refused from the next request
 
 Each login is assigned the role `colleagues`: EDIT on every experiment, run, logged model and
 registered model. A colleague logs runs in any project's experiment and registers and promotes
 models, and deletes no run, hers or another's, even in an experiment she created (a grant on the
 run tier overrides the experiment's); the admin alone deletes. The projects' experiments and
 registered models are the admin's (`add` makes those missing), so no colleague holds MANAGE on
-them. Her S3 keys (SeaweedFS's IAM API,
-on the S3 port) read, write and list bucket `dvc` alone: MLflow's artifacts reach the `mlflow`
-bucket through the server, with the server's keys. The MLflow server runs one worker process,
-which forgets a deleted login at once (`auth_cache_ttl_seconds` caches verified logins per process).
+them. Her S3 keys (SeaweedFS's IAM API, on the S3 port) read, write and list bucket `dvc` alone:
+MLflow's artifacts reach the `mlflow` bucket through the server, with the server's keys. Her
+PostgreSQL login reaches database `optuna` alone, where it acts as the studies' owner
+(`DLPROJECTS_SWEEP_STORAGE`: the study a sweep's workers on several machines share). The MLflow
+server runs one worker process, which forgets a deleted login at once (`auth_cache_ttl_seconds`
+caches verified logins per process).
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import warnings
 
 from dlprojects.core.errors import UserError
 from dlprojects.team import ADMIN, Team
+from dlprojects.team.postgres import add_login, drop_login
 
 ROLE = "colleagues"
 GRANTS = ("experiment", "run", "logged_model", "registered_model", "registered_model_version")
 IDENTITY = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DLPROJECTS_TEAM_S3_ENDPOINT")
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DLPROJECTS_TEAM_S3_ENDPOINT",
+            "DLPROJECTS_SWEEP_STORAGE")
 BUCKET = "dvc"
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
@@ -50,8 +55,9 @@ def servers_answer(doing: str):
 
 
 def add(team: Team, name: str) -> dict[str, str]:
-    """Make `name` a login in role `colleagues` and S3 keys limited to bucket `dvc`; returns
-    the identity `join` takes. Nothing is left half made when a step fails."""
+    """Make `name` a login in role `colleagues`, S3 keys limited to bucket `dvc` and a
+    PostgreSQL login for sweeps' shared Optuna studies; returns the identity `join` takes.
+    Nothing is left half made when a step fails."""
     if not NAME.fullmatch(name) or name == ADMIN:
         raise UserError(f"{name!r} is not a colleague's name: lower-case letters, digits, '-' "
                         f"and '_', a letter first, at most 32, not {ADMIN!r}")
@@ -68,6 +74,7 @@ def add(team: Team, name: str) -> dict[str, str]:
         keys = iam.create_access_key(UserName=name)["AccessKey"]
         iam.put_user_policy(UserName=name, PolicyName=f"{BUCKET}-bucket",
                             PolicyDocument=json.dumps(_bucket_policy()))
+        studies = add_login(team, name)
     except BaseException:
         with contextlib.suppress(Exception):
             remove(team, name)
@@ -75,7 +82,7 @@ def add(team: Team, name: str) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": team.tracking_uri, "MLFLOW_TRACKING_USERNAME": name,
             "MLFLOW_TRACKING_PASSWORD": password, "AWS_ACCESS_KEY_ID": keys["AccessKeyId"],
             "AWS_SECRET_ACCESS_KEY": keys["SecretAccessKey"],
-            "DLPROJECTS_TEAM_S3_ENDPOINT": team.s3_endpoint}
+            "DLPROJECTS_TEAM_S3_ENDPOINT": team.s3_endpoint, "DLPROJECTS_SWEEP_STORAGE": studies}
 
 
 def _admins_places(team: Team) -> None:
@@ -111,6 +118,8 @@ def remove(team: Team, name: str) -> list[str]:
             iam.delete_user_policy(UserName=name, PolicyName=policy)
         iam.delete_user(UserName=name)
         revoked.append("S3 keys")
+    if drop_login(team, name):
+        revoked.append("PostgreSQL login")
     if not revoked:
         raise UserError(f"no colleague {name} on the team's servers")
     return revoked
@@ -155,6 +164,14 @@ def _check(identity: dict[str, str]) -> None:
     except (BotoCoreError, ClientError) as error:
         raise UserError(f"the team's S3 store refused {user}'s keys ({str(error)[:120]}); ask "
                         f"the admin for a new identity") from None
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(identity["DLPROJECTS_SWEEP_STORAGE"]).connect().close()
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(error.orig if hasattr(error, "orig") else error).strip().splitlines()[0]
+        raise UserError(f"the team's PostgreSQL refused {user}'s login for sweeps ({reason[:120]})"
+                        f"; ask the admin for a new identity") from None
 
 
 def _bucket_policy() -> dict:

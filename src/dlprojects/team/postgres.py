@@ -76,6 +76,8 @@ def start_postgres(team: Team) -> None:
 SUPERUSER = "mlflow"  # the cluster's own superuser, for team-up alone
 SERVER_ROLE = "mlflow_server"  # what the MLflow server connects as: its two databases' owner
 DATABASES = ("mlflow", "mlflow_auth")  # runs and registry; users and permissions
+STUDIES, STUDIES_ROLE = "optuna", "optuna_studies"  # sweeps' Optuna studies; their owner, which
+# every colleague's login acts as there (no login of its own)
 
 
 def _serving(team: Team, data: Path, seconds: float = 30) -> bool:
@@ -118,11 +120,20 @@ def _prepare_databases(team: Team, values: dict[str, str]) -> None:
         cursor.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
                                "NOREPLICATION NOBYPASSRLS PASSWORD %s").format(verb, role),
                        (values["POSTGRES_SERVER_PASSWORD"],))
-        for name in DATABASES:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (STUDIES_ROLE,))
+        if not cursor.fetchone():
+            cursor.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(
+                sql.Identifier(STUDIES_ROLE)))
+        for name, owner in (*((name, SERVER_ROLE) for name in DATABASES),
+                            (STUDIES, STUDIES_ROLE)):
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             statement = ("ALTER DATABASE {} OWNER TO {}" if cursor.fetchone() else
                          "CREATE DATABASE {} OWNER {}")
-            cursor.execute(sql.SQL(statement).format(sql.Identifier(name), role))
+            cursor.execute(sql.SQL(statement).format(sql.Identifier(name), sql.Identifier(owner)))
+        # a login connects to the databases it owns (or acts for) and to no other
+        for name in ("postgres", "template1", *DATABASES, STUDIES):
+            cursor.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(name)))
     for name in DATABASES:
         _hand_over(team, values["POSTGRES_PASSWORD"], name)
 
@@ -163,3 +174,39 @@ def stop_postgres(team: Team) -> str:
             capture_output=True).returncode == 0:
         return "postgres: stopped"
     return "postgres: was not running"
+
+
+def add_login(team: Team, name: str) -> str:
+    """A login role `name` that acts as the studies' owner in database optuna and can reach
+    nothing else; returns its URL for Optuna (password inside: keep it in an owner-only file)."""
+    import secrets
+
+    from psycopg2 import sql
+
+    password = secrets.token_hex(24)
+    login, studies = sql.Identifier(name), sql.Identifier(STUDIES_ROLE)
+    with closing(_connect(team, team.credentials()["POSTGRES_PASSWORD"], "postgres")) as \
+            connection, connection.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                               "INHERIT PASSWORD %s IN ROLE {}").format(login, studies),
+                       (password,))
+        cursor.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET role = %s").format(
+            login, sql.Identifier(STUDIES)), (STUDIES_ROLE,))
+    return (f"postgresql+psycopg2://{name}:{password}@127.0.0.1:{team.port('postgres')}/"
+            f"{STUDIES}")
+
+
+def drop_login(team: Team, name: str) -> bool:
+    """End `name`'s sessions and drop its role; whether there was one."""
+    from psycopg2 import sql
+
+    with closing(_connect(team, team.credentials()["POSTGRES_PASSWORD"], "postgres")) as \
+            connection, connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s AND rolcanlogin", (name,))
+        if not cursor.fetchone() or name in (SUPERUSER, SERVER_ROLE):
+            return False
+        cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE usename = %s", (name,))
+        cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    return True

@@ -102,9 +102,11 @@ class Runner:
 
     def run(self, trials: list[Trial]) -> dict[str, dict[str, Any]]:
         """Run those of `trials` not yet finished; returns every finished trial of the sweep."""
+        # alive first, finished second: a trial that ends between the two looks is then among
+        # the finished ones, not run again (its runs deleted, its name refused by DVC)
+        adopted = {name: pid for name, pid in self._recorded().items() if _alive(pid, name)}
         done = finished(self.sweep)
         waiting = [trial for trial in trials if trial.name not in done]
-        adopted = {name: pid for name, pid in self._recorded().items() if _alive(pid, name)}
         for name in adopted:
             print(f"{name}: still running from an earlier sweep process; waiting for it",
                   flush=True)

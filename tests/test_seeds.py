@@ -92,3 +92,22 @@ Worker status: 1 active, 0 idle
 """
     monkeypatch.setattr(seeds, "_dvc", lambda *args: status)
     assert seeds._queue_states() == {"seed-1": "Running", "seed-2": "Queued"}
+
+
+@pytest.mark.parametrize("command", [["seeds", "table"], ["experiments", "show"],
+                                     ["sweep", "show", "experiments/sweeps/vit-lr-wd.yaml"]])
+def test_no_dvc_on_path_is_one_line(tmp_path, command):
+    """Where the project's .venv/bin is not on PATH, the commands that call dvc say so in one
+    line, not a FileNotFoundError traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", f"dlprojects.{command[0]}", *command[1:]],
+                            cwd=root, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: dvc not found on PATH; run `make setup` and use the project's .venv/bin (or the "
+        "make targets)"]

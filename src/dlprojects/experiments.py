@@ -31,6 +31,15 @@ from dlprojects.core.errors import UserError, run_main
 from dlprojects.core.parsing import PARAMS_FILE, ConfigError, read_params
 
 
+def run_dvc(command: list[str], **options) -> subprocess.CompletedProcess:
+    """`subprocess.run` of a `dvc ...` command; one line where no dvc is on PATH."""
+    try:
+        return subprocess.run(command, **options)
+    except FileNotFoundError:
+        raise UserError("dvc not found on PATH; run `make setup` and use the project's "
+                        ".venv/bin (or the make targets)") from None
+
+
 def overrides(path: Path) -> dict[str, Any]:
     """{"train_vit.loop.epochs": 100, ...}: every value the file sets, by its dotted key."""
     path = Path(path)
@@ -117,7 +126,7 @@ def main() -> None:
                                 "differ; other options go to dvc exp show")
     args, extra = parser.parse_known_args()
     if args.command == "show":
-        raise SystemExit(subprocess.run(show_command(extra)).returncode)
+        raise SystemExit(run_dvc(show_command(extra)).returncode)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     values = overrides(args.file)
@@ -125,7 +134,7 @@ def main() -> None:
     command = dvc_command(args.file.stem, values)
     print(shlex.join(command), flush=True)
     if not args.dry_run:
-        raise SystemExit(subprocess.run(command).returncode)
+        raise SystemExit(run_dvc(command).returncode)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ import argparse
 import copy
 import json
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from dlprojects.core.errors import UserError, run_main
 from dlprojects.core.projects import declared, models
+from dlprojects.experiments import run_dvc
 
 EXPERIMENT_PREFIX = "seed-"
 
@@ -34,7 +34,7 @@ def seed_params() -> tuple[str, ...]:
 
 
 def _dvc(*args: str) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    result = run_dvc(["dvc", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise UserError(f"`dvc {' '.join(args)}` failed: "
                         f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")

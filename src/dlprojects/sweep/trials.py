@@ -45,12 +45,10 @@ def finished(sweep: Sweep) -> dict[str, dict[str, Any]]:
     its params.yaml}. A trial is an experiment of whichever commit was checked out when it
     started (a commit made while a sweep runs does not run its finished trials again); where
     one name is on several commits, the newest commit's."""
-    try:
-        result = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch",
-                                 *_commits_with_trials(sweep)], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise UserError("dvc not found on PATH; run `make setup` and use the project's "
-                        ".venv/bin (or `make sweep`)") from None
+    from dlprojects.experiments import run_dvc
+
+    result = run_dvc(["dvc", "exp", "show", "--json", "--no-fetch", *_commits_with_trials(sweep)],
+                     capture_output=True, text=True)
     if result.returncode != 0:
         raise UserError(f"`dvc exp show` failed: "
                         f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")

@@ -96,10 +96,10 @@ def test_the_secrets_are_generated_and_kept_from_others(team):
 
 def test_no_login_or_a_wrong_password_gets_401(team):
     _, _, values = team
-    uri, search = values["MLFLOW_TRACKING_URI"], SEARCH
-    assert request(uri, search)[0] == 401
-    assert request(uri, search, "admin", "wrong")[0] == 401
-    assert request(uri, search, "admin", values["MLFLOW_TRACKING_PASSWORD"])[0] == 200
+    uri = values["MLFLOW_TRACKING_URI"]
+    assert request(uri, SEARCH)[0] == 401
+    assert request(uri, SEARCH, "admin", "wrong")[0] == 401
+    assert request(uri, SEARCH, "admin", values["MLFLOW_TRACKING_PASSWORD"])[0] == 200
 
 
 def test_a_stage_with_a_wrong_password_stops_before_training_in_one_line(team, raw_data):
@@ -657,10 +657,10 @@ def test_each_colleague_has_keys_of_her_own_and_deletes_no_one_elses_runs(team, 
         mixed = {**login, "AWS_SECRET_ACCESS_KEY": other["AWS_SECRET_ACCESS_KEY"]}
         assert refused(lambda: s3_as(mixed).list_objects_v2(Bucket="dvc")) == \
             "SignatureDoesNotMatch"
-        uri, search = login["MLFLOW_TRACKING_URI"], SEARCH
-        assert request(uri, search, login["MLFLOW_TRACKING_USERNAME"],
+        uri = login["MLFLOW_TRACKING_URI"]
+        assert request(uri, SEARCH, login["MLFLOW_TRACKING_USERNAME"],
                        other["MLFLOW_TRACKING_PASSWORD"])[0] == 401
-        assert request(uri, search, login["MLFLOW_TRACKING_USERNAME"],
+        assert request(uri, SEARCH, login["MLFLOW_TRACKING_USERNAME"],
                        login["MLFLOW_TRACKING_PASSWORD"])[0] == 200
 
 
@@ -668,7 +668,6 @@ def test_a_colleagues_restarted_sweep_sets_aside_the_run_it_may_not_delete(team,
     """A sweep restarted after a kill drops the MLflow run of an unfinished trial; a colleague
     may delete no run, so hers is set aside: KILLED, tagged, out of the sweep's parent run."""
     script = """if True:
-        import mlflow
         from dlprojects.sweep.space import load
         from dlprojects.sweep.trials import ParentRun
 

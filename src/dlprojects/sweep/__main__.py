@@ -88,13 +88,21 @@ def _study(sweep: Sweep, storage: str):
     import optuna
     import sqlalchemy
 
-    try:
-        return optuna.create_study(study_name=sweep.name, storage=storage,
-                                   direction="maximize", load_if_exists=True)
-    except sqlalchemy.exc.SQLAlchemyError as error:
-        where = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise UserError(f"Optuna's storage {where} refused the sweep ({reason[:160]})") from None
+    for attempt in range(3):
+        try:
+            return optuna.create_study(study_name=sweep.name, storage=storage,
+                                       direction="maximize", load_if_exists=True)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            # workers on several machines that make the study's tables at once collide: one
+            # wins, and the others find its tables when they try again
+            made_at_once = isinstance(error, (sqlalchemy.exc.IntegrityError,
+                                              sqlalchemy.exc.ProgrammingError))
+            if made_at_once and attempt < 2:
+                continue
+            where = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise UserError(f"Optuna's storage {where} refused the sweep ({reason[:160]})") \
+                from None
 
 
 def compare(sweep: Sweep, a: str, b: str) -> list[str]:

@@ -40,9 +40,10 @@ repro: setup
 	dvc repro
 
 # Each project's training over seeds 1-4 (seed 0 is the default run), each seed a DVC experiment
-# (`dvc exp show`), then the spread of test accuracy in reports/seeds.md
+# (`dvc exp show`), then the spread of test accuracy in reports/seeds.md; `make seeds
+# PROJECTS=fashion` seeds those projects alone (after a change to their recipe)
 seeds: setup
-	python -m dlprojects.seeds run
+	python -m dlprojects.seeds run $(if $(PROJECTS),--projects $(PROJECTS))
 	python -m dlprojects.seeds table
 
 # A sweep (experiments/sweeps/<name>.yaml): its trials as DVC experiments, WORKERS at a time,

@@ -82,6 +82,43 @@ def test_collect_leaves_out_seed_experiments_of_another_recipe(monkeypatch):
     assert sorted(by_seed) == [0, 1] and by_seed[1]["vit"] == 0.92
 
 
+def test_one_projects_new_recipe_leaves_the_others_seeds_standing(monkeypatch):
+    """fashion's recipe changed after seeds 1 and 2 ran: their ViT figures still count, their
+    fashion ones do not; seed-1-fashion, run on the new recipe, gives fashion's seed 1."""
+    def rev(seed_of: dict[str, int], accuracy: float, fashion_lr: float = 0.003) -> dict:
+        shown = _rev(0, accuracy)
+        data = shown["data"]["params"]["params.yaml"]["data"]
+        data["train_fashion"]["lr"] = fashion_lr
+        for section, seed in seed_of.items():
+            (data[section]["loop"] if "loop" in data[section] else data[section])["seed"] = seed
+        shown["data"]["metrics"]["reports/fashion/metrics.json"] = {
+            "data": {"improved": {"test_accuracy": accuracy - 0.01}}}
+        return shown
+
+    everyone = ("train_backprop", "train_fashion", "train_vit", "train_sentiment")
+    shown = [{**rev({}, 0.91), "rev": "workspace"},
+             {"rev": "d3848ae", "name": "main", "experiments": [
+                 {"name": "seed-1-fashion", "executor": None,
+                  "revs": [rev({"train_fashion": 1}, 0.935)]}]},
+             {"rev": "c8f37c1", "name": None, "experiments": [  # fashion's lr was 0.002
+                 {"name": f"seed-{seed}", "executor": None,
+                  "revs": [rev(dict.fromkeys(everyone, seed), accuracy, 0.002)]}
+                 for seed, accuracy in ((1, 0.93), (2, 0.94))]}]
+    monkeypatch.setattr(seeds, "_dvc", lambda *args: json.dumps(shown))
+    by_seed = seeds.collect()
+    assert {seed: row.get("vit") for seed, row in by_seed.items()} == {0: 0.91, 1: 0.93, 2: 0.94}
+    assert {seed: row.get("fashion") for seed, row in by_seed.items()} == \
+        pytest.approx({0: 0.90, 1: 0.925, 2: None})
+
+
+def test_run_seeds_some_projects_alone(monkeypatch):
+    calls = []
+    monkeypatch.setattr(seeds, "_dvc", lambda *args: calls.append(args) or "")
+    seeds.run([3], (seeds.project_named("fashion"),), poll_seconds=0)
+    assert calls[0] == ("exp", "run", "--queue", "-n", "seed-3-fashion",
+                        "-S", "train_fashion.loop.seed=3")
+
+
 def test_queue_states_take_the_newest_task_of_each_name(monkeypatch):
     status = """Task     Name    Created    Status
 535906e  seed-1  08:18 PM   Running

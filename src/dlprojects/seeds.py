@@ -2,6 +2,8 @@
 DVC experiment, and a table of the spread of test accuracy.
 
     python -m dlprojects.seeds run              # queue seeds 1-4 as DVC experiments, run them
+    python -m dlprojects.seeds run --projects fashion   # only these projects' seeds: the other
+                                                # stages are unchanged, so DVC skips them
     python -m dlprojects.seeds table            # reports/seeds.md from `dvc exp show --all-commits`
 
 The report stage puts reports/seeds.md into reports/index.html and reports/README.md.
@@ -22,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from dlprojects.core.errors import UserError, run_main
-from dlprojects.core.projects import declared, models
+from dlprojects.core.projects import Project, declared, models, project as project_named
 from dlprojects.experiments import run_dvc
 
 EXPERIMENT_PREFIX = "seed-"
 
 
-def seed_params() -> tuple[str, ...]:
-    """The dotted params that seed each declared project's training."""
-    return tuple(name for project in declared() for name in project.seed_params)
+def seed_params(projects: tuple[Project, ...] | None = None) -> tuple[str, ...]:
+    """The dotted params that seed the training of `projects` (default: every declared one)."""
+    return tuple(name for project in (projects or declared()) for name in project.seed_params)
 
 
 def _dvc(*args: str) -> str:
@@ -41,13 +43,16 @@ def _dvc(*args: str) -> str:
     return result.stdout
 
 
-def run(seeds: list[int], poll_seconds: float = 30) -> None:
-    """Queue one experiment per seed (named seed-<n>), start one queue worker (each stage already
-    uses every core) and wait until the queue is empty."""
+def run(seeds: list[int], projects: tuple[Project, ...] | None = None,
+        poll_seconds: float = 30) -> None:
+    """Queue one experiment per seed (named seed-<n>, or seed-<n>-<project>... for some projects
+    only), start one queue worker (each stage already uses every core) and wait until the queue
+    is empty."""
+    suffix = "".join(f"-{project.name}" for project in projects or ())
     for seed in seeds:
-        overrides = [arg for name in seed_params() for arg in ("-S", f"{name}={seed}")]
-        _dvc("exp", "run", "--queue", "-n", f"{EXPERIMENT_PREFIX}{seed}", *overrides)
-        print(f"queued {EXPERIMENT_PREFIX}{seed}", flush=True)
+        overrides = [arg for name in seed_params(projects) for arg in ("-S", f"{name}={seed}")]
+        _dvc("exp", "run", "--queue", "-n", f"{EXPERIMENT_PREFIX}{seed}{suffix}", *overrides)
+        print(f"queued {EXPERIMENT_PREFIX}{seed}{suffix}", flush=True)
     _dvc("queue", "start", "-j", "1")
     done: set[str] = set()
     while True:
@@ -76,41 +81,65 @@ def _queue_states() -> dict[str, str]:
 
 
 def collect() -> dict[int, dict[str, float | None]]:
-    """Test accuracy per row, by seed: seed 0 from the workspace, others from seed-<n> runs
-    whose params are the workspace's but for the seeds (an experiment of an older recipe, on an
-    older commit, does not count)."""
+    """Test accuracy per model, by seed: seed 0 from the workspace, others from seed-* runs. A run
+    counts for a project where that project's params (its own sections and the shared ones) are
+    the workspace's but for its seed: changing one project's recipe leaves the others' seeds
+    standing, and an experiment of an older recipe, on an older commit, does not count."""
     shown = json.loads(_dvc("exp", "show", "--json", "--no-fetch", "--all-commits"))
     workspace = next(baseline for baseline in shown if baseline.get("rev") == "workspace")
-    _, recipe = _split_seeds(_params_of(workspace))
+    recipes = {project.name: _recipe(_params_of(workspace), project) for project in declared()}
     by_seed: dict[int, dict[str, float | None]] = {0: _row_values(workspace)}
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
-            name = experiment.get("name") or ""
             state = (experiment.get("executor") or {}).get("state", "success")
-            if not name.startswith(EXPERIMENT_PREFIX) or state != "success":
+            if not (experiment.get("name") or "").startswith(EXPERIMENT_PREFIX) \
+                    or state != "success":
                 continue  # a queued or running experiment shows its baseline's metrics
-            seed = int(name.removeprefix(EXPERIMENT_PREFIX))
             for rev in experiment.get("revs") or []:
-                values, rest = _split_seeds(_params_of(rev))
-                if not rev.get("error") and values == {seed} and rest == recipe:
-                    by_seed[seed] = _row_values(rev)
+                if not rev.get("error"):
+                    _take(rev, recipes, by_seed)
     return by_seed
+
+
+def _take(rev: dict[str, Any], recipes: dict[str, dict[str, Any]],
+          by_seed: dict[int, dict[str, float | None]]) -> None:
+    """Add an experiment's figures to `by_seed` for each project it ran at one seed (not 0, the
+    workspace's) of the workspace's recipe; the newest commit's experiment first."""
+    params, values = _params_of(rev), _row_values(rev)
+    for project in declared():
+        seeds = {_get(params, dotted) for dotted in project.seed_params}
+        if len(seeds) != 1 or _recipe(params, project) != recipes[project.name]:
+            continue
+        seed = seeds.pop()
+        if isinstance(seed, int) and seed != 0:
+            for model in project.models:
+                if values.get(model.name) is not None:
+                    by_seed.setdefault(seed, {}).setdefault(model.name, values[model.name])
 
 
 def _params_of(rev: dict[str, Any]) -> dict[str, Any]:
     return ((rev.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
 
 
-def _split_seeds(params: dict[str, Any]) -> tuple[set[Any], dict[str, Any]]:
-    """(the values of the seed params, a copy of `params` without them)."""
-    rest, values = copy.deepcopy(params), set()
-    for dotted in seed_params():
+def _get(params: dict[str, Any], dotted: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _recipe(params: dict[str, Any], project: Project) -> dict[str, Any]:
+    """What `project`'s stages read of `params` but its seeds: its own sections and those no
+    project owns (downloads, distribution, registry)."""
+    owned = {section for other in declared() for section in other.params}
+    recipe = copy.deepcopy({section: value for section, value in params.items()
+                            if section in project.params or section not in owned})
+    for dotted in project.seed_params:
         *parents, key = dotted.split(".")
-        target: Any = rest
-        for part in parents:
-            target = target.get(part) if isinstance(target, dict) else None
-        values.add(target.pop(key, None) if isinstance(target, dict) else None)
-    return values, rest
+        target = _get(recipe, ".".join(parents)) if parents else recipe
+        if isinstance(target, dict):
+            target.pop(key, None)
+    return recipe
 
 
 def _row_values(rev: dict[str, Any]) -> dict[str, float | None]:
@@ -163,11 +192,13 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="queue and run one DVC experiment per seed")
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
+    run_parser.add_argument("--projects", nargs="+", metavar="PROJECT",
+                            help="seed these projects alone (default: every project)")
     table_parser = commands.add_parser("table", help="write the spread of test accuracy")
     table_parser.add_argument("--output", type=Path, default=Path("reports/seeds.md"))
     args = parser.parse_args()
     if args.command == "run":
-        run(args.seeds)
+        run(args.seeds, tuple(project_named(name) for name in args.projects or ()) or None)
         return
     by_seed = collect()
     if not by_seed:

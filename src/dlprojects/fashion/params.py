@@ -27,6 +27,7 @@ class TrainFashionParams:
     weight_decay: NonNegative
     label_smoothing: Rate
     crop_padding: Shift
+    flip: bool
     variants: dict[str, FashionVariantParams]
 
     def __post_init__(self):

@@ -31,7 +31,8 @@ def main() -> None:
     splits = load_image_splits("fashion_mnist", args.data, **dataclasses.asdict(params.data))
     train = TensorBatches.of_images(splits.train_images, splits.train_labels, "fashion_mnist",
                                     run.device, loop.batch_size, shuffle=True,
-                                    augment=augmenter(crop_padding=params.crop_padding, flip=False))
+                                    augment=augmenter(crop_padding=params.crop_padding,
+                                                      flip=params.flip))
     val = TensorBatches.of_images(splits.val_images, splits.val_labels, "fashion_mnist",
                                   run.device, loop.batch_size)
     test = TensorBatches.of_images(splits.test_images, splits.test_labels, "fashion_mnist",

@@ -19,8 +19,9 @@ numerics fix every choice that decides bytes, in two steps:
 
 2. When torch loads, its float matrix products (`mm`, `addmm`, `bmm`, `baddbmm`) leave MKL,
    whose portable branch is 2.5 to 3.5 times slower, for OpenBLAS's Haswell kernel, whose
-   blocking is fixed per kernel, not measured from the CPU (`dlprojects.numerics.gemm`). The CPU's
-   fused attention kernel gives way to the math one, whose products are those; NNPACK is off.
+   blocking is fixed per kernel, not measured from the CPU (`dlprojects.numerics.gemm`); NNPACK
+   is off. scaled_dot_product_attention keeps PyTorch's fused CPU kernel (it picks its kernel
+   without the dispatcher), whose products run in MKL's COMPATIBLE branch: the probe checks it.
    Its vector math (exp, log, sqrt, tanh, erf, ...) leaves MKL's VML, which picks its code by the
    CPU's vendor whatever MKL_CBWR says, for NumPy's AVX2 loops (`dlprojects.numerics.vector_math`).
 

@@ -28,7 +28,6 @@ import torch
 
 PANEL = 12             # rows that OpenBLAS's Haswell SGEMM kernel computes together
 MIN_SPLIT_FLOPS = 1 << 25  # below ~30 MFLOP a second thread costs more than it saves here
-MATH_ATTENTION = 0     # sdp::SDPBackend::math: attention as matrix products and a softmax
 NUMPY_TYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128, torch.int64,
                torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -50,8 +49,6 @@ def route() -> None:
         library.impl("addmm", addmm, "CPU")
         library.impl("bmm", bmm, "CPU")
         library.impl("baddbmm", baddbmm, "CPU")
-        # the fused CPU attention kernel multiplies through MKL: the math one through the above
-        library.impl("_fused_sdp_choice", lambda *args, **kwargs: MATH_ATTENTION, "CPU")
     torch.backends.nnpack.set_flags(False)  # its own kernels, blocked by the cache it finds
     threadpool_limits(1, user_api="blas")
     _library = library

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import urllib.request
 from collections import Counter
 from pathlib import Path
 

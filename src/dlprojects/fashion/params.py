@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from dlprojects.core.config import ImageDataParams, LoopParams
 from dlprojects.core.parsing import ConfigError, Layers, NonNegative, Positive, Rate, Shift, check

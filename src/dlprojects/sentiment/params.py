@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from dlprojects.core.config import LoopParams
 from dlprojects.core.parsing import Count, Device, NonNegative, Positive, Range, Rate, check

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from dlprojects.core.config import ImageDataParams, LoopParams
 from dlprojects.core.parsing import Count, NonNegative, Positive, Range, Rate, Shift, check

@@ -3,6 +3,7 @@ The sweeps themselves run on the smoke project in test_pipeline.py (its end)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -38,3 +39,23 @@ def test_a_bad_sweep_is_one_line_and_runs_nothing(tmp_path, text, message):
     assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr, result.stderr
     assert not (ROOT / ".dvc/tmp/sweeps/bad").exists()
+
+
+def test_an_unreachable_optuna_storage_is_one_line_without_its_password():
+    """A shared study's PostgreSQL that refuses the connection: one line naming the storage, its
+    password hidden, quoting the first line of the driver's reason."""
+    from types import SimpleNamespace
+
+    from dlprojects.core.errors import UserError
+    from dlprojects.sweep.__main__ import _study
+
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    storage = f"postgresql+psycopg2://ana:s3cret@127.0.0.1:{port}/optuna"
+    with pytest.raises(UserError) as refused:
+        _study(SimpleNamespace(name="lr"), storage)
+    message = str(refused.value)
+    assert message.startswith(f"Optuna's storage postgresql+psycopg2://ana:***@127.0.0.1:{port}/"
+                              f"optuna refused the sweep (") and message.endswith(")"), message
+    assert "s3cret" not in message and "\n" not in message and len(message) < 300, message

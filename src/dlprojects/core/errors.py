@@ -58,3 +58,9 @@ def utf8_text(name: str, data: bytes) -> str:
     except UnicodeDecodeError as error:
         raise UserError(f"{name}: not UTF-8 text (byte {error.start}); save the review as "
                         f"UTF-8") from None
+
+
+def database_reason(error: BaseException, limit: int = 160) -> str:
+    """The first line of what a database driver said under a SQLAlchemy error (its `orig`), cut to
+    `limit` characters: the part of the error a one-line message can quote."""
+    return str(getattr(error, "orig", None) or error).strip().splitlines()[0][:limit]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import dlprojects.sweep
-from dlprojects.core.errors import UserError, run_main
+from dlprojects.core.errors import UserError, database_reason, run_main
 from dlprojects.sweep.ranking import Configuration, rank, table
 from dlprojects.sweep.space import Sweep, configurations, load
 from dlprojects.sweep.trials import ParentRun, Runner, finished, trials_of
@@ -100,9 +100,8 @@ def _study(sweep: Sweep, storage: str):
             if made_at_once and attempt < 2:
                 continue
             where = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            raise UserError(f"Optuna's storage {where} refused the sweep ({reason[:160]})") \
-                from None
+            raise UserError(f"Optuna's storage {where} refused the sweep "
+                            f"({database_reason(error)})") from None
 
 
 def compare(sweep: Sweep, a: str, b: str) -> list[str]:

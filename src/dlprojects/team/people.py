@@ -28,7 +28,7 @@ import secrets
 import sys
 import warnings
 
-from dlprojects.core.errors import UserError
+from dlprojects.core.errors import UserError, database_reason
 from dlprojects.team import ADMIN, Team
 from dlprojects.team.postgres import add_login, drop_login
 
@@ -169,9 +169,9 @@ def _check(identity: dict[str, str]) -> None:
     try:
         sqlalchemy.create_engine(identity["DLPROJECTS_SWEEP_STORAGE"]).connect().close()
     except sqlalchemy.exc.SQLAlchemyError as error:
-        reason = str(error.orig if hasattr(error, "orig") else error).strip().splitlines()[0]
-        raise UserError(f"the team's PostgreSQL refused {user}'s login for sweeps ({reason[:120]})"
-                        f"; ask the admin for a new identity") from None
+        raise UserError(f"the team's PostgreSQL refused {user}'s login for sweeps "
+                        f"({database_reason(error, 120)}); ask the admin for a new identity") \
+            from None
 
 
 def _bucket_policy() -> dict:

@@ -119,6 +119,19 @@ def test_run_seeds_some_projects_alone(monkeypatch):
                         "-S", "train_fashion.loop.seed=3")
 
 
+def test_run_judges_its_own_experiments_alone(monkeypatch):
+    """An earlier run's failed seed-4, still listed by `dvc queue status`, is not this run's."""
+    status = """Task     Name            Created    Status
+9d0c1e2  seed-4-fashion  00:25 AM   Success
+28908fb  seed-4          08:19 PM   Failed
+"""
+    monkeypatch.setattr(seeds, "_dvc", lambda *args: status if args[0] == "queue" else "")
+    seeds.run([4], (seeds.project_named("fashion"),), poll_seconds=0)
+    status = status.replace("Success", "Failed")
+    with pytest.raises(seeds.UserError, match="^seed-4-fashion failed"):
+        seeds.run([4], (seeds.project_named("fashion"),), poll_seconds=0)
+
+
 def test_queue_states_take_the_newest_task_of_each_name(monkeypatch):
     status = """Task     Name    Created    Status
 535906e  seed-1  08:18 PM   Running

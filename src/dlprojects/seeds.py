@@ -49,14 +49,15 @@ def run(seeds: list[int], projects: tuple[Project, ...] | None = None,
     only), start one queue worker (each stage already uses every core) and wait until the queue
     is empty."""
     suffix = "".join(f"-{project.name}" for project in projects or ())
-    for seed in seeds:
-        overrides = [arg for name in seed_params(projects) for arg in ("-S", f"{name}={seed}")]
-        _dvc("exp", "run", "--queue", "-n", f"{EXPERIMENT_PREFIX}{seed}{suffix}", *overrides)
-        print(f"queued {EXPERIMENT_PREFIX}{seed}{suffix}", flush=True)
+    names = [f"{EXPERIMENT_PREFIX}{seed}{suffix}" for seed in seeds]
+    for seed, name in zip(seeds, names):
+        overrides = [arg for dotted in seed_params(projects) for arg in ("-S", f"{dotted}={seed}")]
+        _dvc("exp", "run", "--queue", "-n", name, *overrides)
+        print(f"queued {name}", flush=True)
     _dvc("queue", "start", "-j", "1")
     done: set[str] = set()
-    while True:
-        states = _queue_states()
+    while True:  # this run's experiments only: the queue also lists earlier runs' tasks
+        states = {name: state for name, state in _queue_states().items() if name in names}
         for name, state in states.items():
             if state not in ("Queued", "Running") and name not in done:
                 done.add(name)

@@ -59,3 +59,22 @@ def test_an_unreachable_optuna_storage_is_one_line_without_its_password():
     assert message.startswith(f"Optuna's storage postgresql+psycopg2://ana:***@127.0.0.1:{port}/"
                               f"optuna refused the sweep (") and message.endswith(")"), message
     assert "s3cret" not in message and "\n" not in message and len(message) < 300, message
+
+
+def test_a_refused_optuna_storage_stops_the_sweep_before_its_mlflow_run(monkeypatch):
+    """The storage is opened first: a sweep it refuses leaves no parent run RUNNING behind."""
+    from types import SimpleNamespace
+
+    from dlprojects.core.errors import UserError
+    from dlprojects.sweep import __main__ as sweep_main
+
+    def parent_run(sweep):
+        raise AssertionError("an MLflow parent run was made before the storage was checked")
+
+    monkeypatch.setattr(sweep_main, "ParentRun", parent_run)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match="refused the sweep"):
+        sweep_main.run(SimpleNamespace(name="lr", method="optuna"), 1,
+                       f"postgresql+psycopg2://ana:s3cret@127.0.0.1:{port}/optuna")

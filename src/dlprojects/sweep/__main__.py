@@ -13,14 +13,16 @@ from typing import Any
 import dlprojects.sweep
 from dlprojects.core.errors import UserError, database_reason, run_main
 from dlprojects.sweep.ranking import Configuration, rank, table
-from dlprojects.sweep.space import Sweep, configurations, load
+from dlprojects.sweep.space import STATE, Sweep, configurations, load
 from dlprojects.sweep.trials import ParentRun, Runner, finished, trials_of
 
 def run(sweep: Sweep, workers: int, storage: str | None) -> list[Configuration]:
+    # Optuna's storage first: one that refuses the sweep stops it before any MLflow run is made
+    study = _study(sweep, storage or _local_storage(sweep)) if sweep.method == "optuna" else None
     parent = ParentRun(sweep)
     runner = Runner(sweep, workers, parent)
-    if sweep.method == "optuna":
-        done = _run_optuna(sweep, runner, parent, storage)
+    if study is not None:
+        done = _run_optuna(sweep, runner, parent, study, shared=storage is not None)
     else:
         trials = [trial for number, values in enumerate(configurations(sweep))
                   for trial in trials_of(sweep, number, values)]
@@ -37,18 +39,20 @@ def run(sweep: Sweep, workers: int, storage: str | None) -> list[Configuration]:
     return ranking
 
 
-def _run_optuna(sweep: Sweep, runner: Runner, parent: ParentRun,
-                storage: str | None) -> dict[str, dict[str, Any]]:
+def _local_storage(sweep: Sweep) -> str:
+    """This clone's own study: SQLite in the sweep's state folder."""
+    (STATE / sweep.name).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(STATE / sweep.name / 'optuna.db').resolve()}"
+
+
+def _run_optuna(sweep: Sweep, runner: Runner, parent: ParentRun, study,
+                shared: bool) -> dict[str, dict[str, Any]]:
     """Ask Optuna for configurations, `runner.workers` at a time, run their seeds, tell it each
     configuration's mean; a restarted sweep first finishes the configurations it had asked for."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    shared = storage is not None
-    storage = storage or f"sqlite:///{(runner.folder / 'optuna.db').resolve()}"
-    study = _study(sweep, storage)
     worker = f"{socket.gethostname()}:{Path.cwd()}"
     # the same draws on every fresh start; a restarted (or another machine's) sweep draws on
     # from where the study stands, not the first draws again
@@ -87,6 +91,8 @@ def _study(sweep: Sweep, storage: str):
     """The sweep's Optuna study in `storage`, made when new; one line when the storage refuses."""
     import optuna
     import sqlalchemy
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     for attempt in range(3):
         try:

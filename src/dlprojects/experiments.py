@@ -59,6 +59,14 @@ def overrides(path: Path) -> dict[str, Any]:
     return flat
 
 
+def dotted(params: dict[str, Any], key: str) -> Any:
+    """The value of dotted `key` (train_vit.loop.seed) in nested params; None where absent."""
+    value: Any = params
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def apply(params: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """params with `values` set; a key params.yaml does not have is a ConfigError."""
     merged = copy.deepcopy(params)

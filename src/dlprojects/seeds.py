@@ -25,7 +25,7 @@ from typing import Any
 
 from dlprojects.core.errors import UserError, run_main
 from dlprojects.core.projects import Project, declared, models, project as project_named
-from dlprojects.experiments import run_dvc
+from dlprojects.experiments import dotted, run_dvc
 
 EXPERIMENT_PREFIX = "seed-"
 
@@ -51,7 +51,7 @@ def run(seeds: list[int], projects: tuple[Project, ...] | None = None,
     suffix = "".join(f"-{project.name}" for project in projects or ())
     names = [f"{EXPERIMENT_PREFIX}{seed}{suffix}" for seed in seeds]
     for seed, name in zip(seeds, names):
-        overrides = [arg for dotted in seed_params(projects) for arg in ("-S", f"{dotted}={seed}")]
+        overrides = [arg for key in seed_params(projects) for arg in ("-S", f"{key}={seed}")]
         _dvc("exp", "run", "--queue", "-n", name, *overrides)
         print(f"queued {name}", flush=True)
     _dvc("queue", "start", "-j", "1")
@@ -108,7 +108,7 @@ def _take(rev: dict[str, Any], recipes: dict[str, dict[str, Any]],
     workspace's) of the workspace's recipe; the newest commit's experiment first."""
     params, values = _params_of(rev), _row_values(rev)
     for project in declared():
-        seeds = {_get(params, dotted) for dotted in project.seed_params}
+        seeds = {dotted(params, key) for key in project.seed_params}
         if len(seeds) != 1 or _recipe(params, project) != recipes[project.name]:
             continue
         seed = seeds.pop()
@@ -122,22 +122,15 @@ def _params_of(rev: dict[str, Any]) -> dict[str, Any]:
     return ((rev.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
 
 
-def _get(params: dict[str, Any], dotted: str) -> Any:
-    value: Any = params
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
 def _recipe(params: dict[str, Any], project: Project) -> dict[str, Any]:
     """What `project`'s stages read of `params` but its seeds: its own sections and those no
     project owns (downloads, distribution, registry)."""
     owned = {section for other in declared() for section in other.params}
     recipe = copy.deepcopy({section: value for section, value in params.items()
                             if section in project.params or section not in owned})
-    for dotted in project.seed_params:
-        *parents, key = dotted.split(".")
-        target = _get(recipe, ".".join(parents)) if parents else recipe
+    for name in project.seed_params:
+        *parents, key = name.split(".")
+        target = dotted(recipe, ".".join(parents)) if parents else recipe
         if isinstance(target, dict):
             target.pop(key, None)
     return recipe

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlprojects.core.parsing import PARAMS_FILE, read_params
+from dlprojects.experiments import dotted
 from dlprojects.sweep.space import Sweep
 
 @dataclass(frozen=True)
@@ -49,16 +50,9 @@ def rank(sweep: Sweep, done: dict[str, dict[str, Any]]) -> list[Configuration]:
         if len(names) < sweep.seeds:
             continue
         first = done[names[0]]["params"]
-        params = {key: _dotted(first, key) for key in sweep.space}
+        params = {key: dotted(first, key) for key in sweep.space}
         ranking.append(Configuration(number, params, [done[n]["value"] for n in names], names))
     return sorted(ranking, key=lambda found: (-found.mean, found.number))
-
-
-def _dotted(params: dict[str, Any], key: str) -> Any:
-    value: Any = params
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def _value(value: Any) -> str:
@@ -87,7 +81,7 @@ def table(sweep: Sweep, ranking: list[Configuration]) -> list[str]:
     varied = [key for key in keys if not isinstance(sweep.space[key], list)
               or len(sweep.space[key]) > 1]  # a key of one value holds for every configuration
     default = next((found for found in ranking if all(
-        found.params[key] == _dotted(current, key) for key in varied)), None)
+        found.params[key] == dotted(current, key) for key in varied)), None)
     for other, what in ((ranking[1] if len(ranking) > 1 else None, "the runner-up"),
                         (default, "params.yaml's configuration")):
         if other is None or other is ranking[0] or sweep.seeds < 2:
